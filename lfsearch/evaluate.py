@@ -1,0 +1,250 @@
+"""Evaluation protocols: closed-set top-1 accuracy, open-set verification, identification.
+
+Verification (the LFW protocol, with cosine scores):
+  - embeddings e are L2-normalised (with `flip`, e = f(x) + f(flip(x)) first, as insightface);
+    a pair's score is the cosine similarity <e_a, e_b>/(|e_a||e_b|);
+  - 10-fold accuracy: for each fold k the threshold t_k that maximises accuracy on the other
+    nine folds (a pair is called "same" when score >= t_k) is applied to fold k; the result is
+    the mean over folds (and its standard deviation, `verification_accuracy_std`);
+  - ROC AUC, EER (where FAR = FRR on the ROC, linearly interpolated) and TAR at FAR 1e-2 /
+    1e-3 / 1e-4 (the highest true-accept rate whose false-accept rate is <= the target) on all
+    pairs. A FAR of f can only be measured with at least 1/f negative pairs: below that the
+    TAR is NaN (logged; `negative_pairs` in the result says how many there were).
+Identification: rank-1 accuracy of probes matched to a gallery by cosine similarity (default
+gallery: the first image of each identity; every other image is a probe).
+
+scikit-learn provides the ROC (`roc_curve`) and the folds (`PredefinedSplit`, `KFold`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import auc, roc_curve
+from sklearn.model_selection import KFold, PredefinedSplit
+from torch import Tensor, nn
+
+log = logging.getLogger(__name__)
+
+FAR_TARGETS = (1e-2, 1e-3, 1e-4)
+
+
+def _far_key(far: float) -> str:
+    return f"tar@far={far:.0e}".replace("e-0", "e-")
+
+
+def _device_of(module: nn.Module, fallback: torch.device) -> torch.device:
+    for p in module.parameters():
+        return p.device
+    for b in module.buffers():
+        return b.device
+    return fallback
+
+
+class _EvalMode:
+    """Puts modules in eval mode under torch.no_grad; restores each module's mode after."""
+
+    def __init__(self, *modules: nn.Module | None) -> None:
+        self.modules = [m for m in modules if isinstance(m, nn.Module)]
+
+    def __enter__(self) -> None:
+        self.modes = [m.training for m in self.modules]
+        self.grad = torch.no_grad()
+        self.grad.__enter__()
+        for m in self.modules:
+            m.eval()
+
+    def __exit__(self, *exc: Any) -> None:
+        for m, mode in zip(self.modules, self.modes):
+            m.train(mode)
+        self.grad.__exit__(*exc)
+
+
+def embed(model: nn.Module, images: Tensor, batch_size: int = 256, flip: bool = False) -> Tensor:
+    """Embeddings (N, D) of images (N, C, H, W), in eval mode without gradients, batch by
+    batch on the model's device; with flip, f(x) + f(x flipped left-right). Returned on the
+    images' device."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+    device = _device_of(model, images.device)
+    out = []
+    with _EvalMode(model):
+        for start in range(0, images.shape[0], batch_size):
+            x = images[start:start + batch_size].to(device)
+            e = model(x)
+            if flip:
+                e = e + model(x.flip(-1))
+            out.append(e.float().to(images.device))
+    if not out:
+        raise ValueError("embed: no images")
+    return torch.cat(out)
+
+
+def classification_accuracy(logits: Tensor, labels: Tensor) -> float:
+    """Top-1 accuracy: mean(argmax_j logits[i, j] == labels[i])."""
+    if logits.dim() != 2 or labels.shape != (logits.shape[0],):
+        raise ValueError(f"logits must be (N, C) and labels (N,); got {tuple(logits.shape)} and "
+                         f"{tuple(labels.shape)}")
+    if logits.shape[0] == 0:
+        raise ValueError("classification_accuracy: no samples")
+    return float((logits.argmax(1) == labels.to(logits.device)).float().mean())
+
+
+def _to_numpy(x: Any, dtype=None) -> np.ndarray:
+    if isinstance(x, Tensor):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x, dtype=dtype)
+
+
+def best_threshold(scores: np.ndarray, same: np.ndarray) -> float:
+    """The threshold t maximising accuracy of 'same iff score >= t' on these pairs: the
+    midpoint between the ROC threshold of best accuracy and the next lower score (+inf when
+    calling every pair different is best; -inf when calling every pair same is)."""
+    n_pos = int(same.sum())
+    n_neg = int(same.size - n_pos)
+    if n_pos == 0:
+        return math.inf
+    if n_neg == 0:
+        return -math.inf
+    fpr, tpr, thr = roc_curve(same, scores, drop_intermediate=False)
+    accuracy = (tpr * n_pos + (1.0 - fpr) * n_neg) / (n_pos + n_neg)
+    i = int(np.argmax(accuracy))
+    if i == 0:
+        return math.inf
+    if i == len(thr) - 1:
+        return -math.inf
+    return float((thr[i] + thr[i + 1]) / 2.0)
+
+
+def equal_error_rate(fpr: np.ndarray, tpr: np.ndarray) -> float:
+    """EER: the rate where FAR (fpr) equals FRR (1 - tpr), linearly interpolated between the
+    two ROC points around the crossing."""
+    d = (1.0 - tpr) - fpr  # decreasing along the ROC
+    j = int(np.argmax(d <= 0))
+    if d[j] > 0:  # no crossing (cannot happen on a full ROC ending at (1, 1))
+        return float("nan")
+    if j == 0 or d[j] == 0:
+        return float(fpr[j])
+    t = d[j - 1] / (d[j - 1] - d[j])
+    return float(fpr[j - 1] + t * (fpr[j] - fpr[j - 1]))
+
+
+def verification_metrics(scores: Any, same: Any, folds: Any = None, *,
+                         far_targets: Iterable[float] = FAR_TARGETS,
+                         n_folds: int = 10) -> dict[str, float]:
+    """Verification metrics of pair scores (higher = more alike) with is-same flags.
+
+    folds (P,) assigns pairs to folds (LFW's 10 sets); None splits them into `n_folds`
+    contiguous folds (sklearn KFold, no shuffle). Keys: verification_accuracy (mean over folds
+    of the accuracy at the threshold chosen on the other folds), verification_accuracy_std,
+    threshold (mean chosen threshold), roc_auc, eer, tar@far=1e-2/1e-3/1e-4 (NaN where there
+    are fewer than 1/FAR negative pairs), pairs, negative_pairs."""
+    s = _to_numpy(scores, np.float64).reshape(-1)
+    y = _to_numpy(same).astype(bool).reshape(-1)
+    if s.shape != y.shape:
+        raise ValueError(f"scores and same must have the same length; got {s.size} and {y.size}")
+    if not np.isfinite(s).all():
+        raise ValueError("scores must be finite")
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError(f"verification needs same and different pairs; got {n_pos} same and "
+                         f"{n_neg} different")
+    if folds is None:
+        k = min(n_folds, s.size)
+        if k < 2:
+            raise ValueError("verification needs 2 or more pairs for 2 folds")
+        splits = list(KFold(n_splits=k, shuffle=False).split(s))
+    else:
+        f = _to_numpy(folds, np.int64).reshape(-1)
+        if f.shape != s.shape:
+            raise ValueError(f"folds must have one entry per pair ({s.size}); got {f.size}")
+        if len(np.unique(f)) < 2:
+            raise ValueError("folds must name 2 or more folds")
+        splits = list(PredefinedSplit(f).split())
+    accuracies, thresholds = [], []
+    for train_idx, test_idx in splits:
+        t = best_threshold(s[train_idx], y[train_idx])
+        accuracies.append(float(((s[test_idx] >= t) == y[test_idx]).mean()))
+        thresholds.append(t)
+    fpr, tpr, _ = roc_curve(y, s, drop_intermediate=False)
+    out = {
+        "verification_accuracy": float(np.mean(accuracies)),
+        "verification_accuracy_std": float(np.std(accuracies)),
+        "threshold": float(np.mean(thresholds)),
+        "roc_auc": float(auc(fpr, tpr)),
+        "eer": equal_error_rate(fpr, tpr),
+    }
+    for far in far_targets:
+        if n_neg * far < 1.0:
+            log.info("%s: %d negative pairs cannot measure FAR %g (needs %d); reported as NaN",
+                     _far_key(far), n_neg, far, math.ceil(1.0 / far))
+            out[_far_key(far)] = float("nan")
+        else:
+            out[_far_key(far)] = float(tpr[fpr <= far + 1e-12].max())
+    out["pairs"] = float(s.size)
+    out["negative_pairs"] = float(n_neg)
+    return out
+
+
+def identification_rank1(embeddings: Tensor, labels: Tensor,
+                         gallery: Tensor | None = None) -> float:
+    """Rank-1 identification: each probe takes the label of its most cosine-similar gallery
+    embedding. gallery (N,) bool marks the gallery (default: the first image of each label);
+    probes are the other images whose label is in the gallery. NaN when there are none."""
+    e = F.normalize(embeddings.float(), dim=1)
+    labels = labels.to(e.device)
+    if gallery is None:
+        gallery = torch.zeros(labels.shape[0], dtype=torch.bool, device=e.device)
+        first = {}
+        for i, lab in enumerate(labels.tolist()):
+            first.setdefault(lab, i)
+        gallery[list(first.values())] = True
+    gallery = gallery.to(e.device).bool()
+    g_labels = labels[gallery]
+    probes = ~gallery & torch.isin(labels, g_labels)
+    if not bool(probes.any()):
+        return float("nan")
+    nearest = (e[probes] @ e[gallery].T).argmax(1)
+    return float((g_labels[nearest] == labels[probes]).float().mean())
+
+
+def pair_scores(embeddings: Tensor, pairs: Tensor) -> Tensor:
+    """Cosine similarity of each pair (P, 2) of rows of embeddings."""
+    e = F.normalize(embeddings.float(), dim=1)
+    pairs = pairs.to(e.device)
+    return (e[pairs[:, 0]] * e[pairs[:, 1]]).sum(1)
+
+
+def evaluate(model: nn.Module, loss: nn.Module | None, split: Any, *, batch_size: int = 256,
+             flip: bool = False, far_targets: Iterable[float] = FAR_TARGETS) -> dict[str, float]:
+    """Evaluate `model` on a split, in eval mode under no_grad (each module's mode restored).
+
+    ClassificationSplit -> {"accuracy"} from `loss.logits(embeddings)`, the head's plain class
+    scores. VerificationSplit -> `verification_metrics` keys on cosine pair scores, plus
+    "rank1" when the split has identity labels."""
+    protocol = getattr(split, "protocol", None)
+    if protocol == "classification":
+        logits_fn = getattr(loss, "logits", None)
+        if logits_fn is None:
+            raise ValueError("classification evaluation needs a loss with a class head "
+                             "(.logits(embeddings)); got "
+                             f"{type(loss).__name__ if loss is not None else None}")
+        e = embed(model, split.images, batch_size, flip)
+        with _EvalMode(loss):
+            head_device = _device_of(loss, e.device)
+            logits = logits_fn(e.to(head_device))
+        return {"accuracy": classification_accuracy(logits, split.labels)}
+    if protocol == "verification":
+        e = embed(model, split.images, batch_size, flip)
+        scores = pair_scores(e, split.pairs)
+        out = verification_metrics(scores, split.same, split.folds, far_targets=far_targets)
+        if getattr(split, "labels", None) is not None:
+            out["rank1"] = identification_rank1(e, split.labels)
+        return out
+    raise ValueError(f"split must be a ClassificationSplit or VerificationSplit; got "
+                     f"{type(split).__name__}")
