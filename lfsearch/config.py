@@ -1,0 +1,264 @@
+"""Search-space files: read, validate and resolve the TOML that describes one method.
+
+A search-space file names a loss and the parameters a controller moves, the controller,
+the reward and the training defaults::
+
+    [method]      name, description
+    [loss]        name = "<losses.available() member>", plus fixed arguments of that loss
+    [loss.params.<p>]  init, low, high, log = false, count = 1   (count = K expands to p_0..p_{K-1})
+    [controller]  kind = fixed|random|reinforce|optuna, candidates = M, plus its settings
+    [reward]      metric = "auto" | a metric key, validation = [{benchmark = "main", weight = 1.0}]
+    [training]    benchmark, model, embedding_size, epochs, batch_size, optimizer, lr, ...
+    [run]         seed, device
+    [study]       optional: what `lfsearch study` varies ([study.params.<name>] low, high, ...)
+
+`resolve` applies command-line overrides and returns a plain dict; `dump` writes that dict
+as a TOML file that `load` reads back unchanged, so a run's config.toml re-runs as is.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+import tomli_w
+
+from lfsearch.controllers import ParamSpec
+
+SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
+
+SECTIONS = ("method", "loss", "controller", "reward", "training", "run", "study")
+PARAM_KEYS = {"init", "low", "high", "log", "count"}
+METHOD_KEYS = {"name", "description"}
+REWARD_KEYS = {"metric", "validation"}
+VALIDATION_KEYS = {"benchmark", "weight"}
+RUN_KEYS = {"seed", "device"}
+OPTIMIZERS = ("sgd", "adam", "adamw")
+LR_SCHEDULES = ("constant", "cosine", "step")
+DEVICES = ("auto", "cpu", "cuda")
+TRAINING_DEFAULTS: dict[str, Any] = {
+    "benchmark": "digits",
+    "model": "auto",
+    "embedding_size": 64,
+    "epochs": 10,
+    "batch_size": 128,
+    "optimizer": "sgd",
+    "lr": 0.1,
+    "momentum": 0.9,
+    "weight_decay": 5e-4,
+    "lr_schedule": "cosine",
+    "lr_steps": [],
+    "lr_gamma": 0.1,
+}
+RUN_DEFAULTS: dict[str, Any] = {"seed": 0, "device": "auto"}
+
+
+def find_space(name_or_path: str | os.PathLike) -> Path:
+    """A path to a search-space file, or a bare name looked up in the project's search_spaces/."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    if path.suffix == "" and (SPACES_DIR / f"{path.name}.toml").is_file():
+        return SPACES_DIR / f"{path.name}.toml"
+    known = sorted(p.stem for p in SPACES_DIR.glob("*.toml")) if SPACES_DIR.is_dir() else []
+    raise FileNotFoundError(
+        f"search space {str(name_or_path)!r} not found: give a TOML file's path or one of "
+        f"{', '.join(known) or '(no search_spaces/ folder found)'}"
+    )
+
+
+def load(name_or_path: str | os.PathLike) -> dict[str, Any]:
+    """Read and validate a search-space file; returns the resolved configuration dict."""
+    path = find_space(name_or_path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{path}: not valid TOML: {exc}") from None
+    return validate(raw, source=str(path))
+
+
+def resolve(config: dict[str, Any], **overrides: Any) -> dict[str, Any]:
+    """Apply command-line overrides (None means 'not given') and validate the result.
+
+    Keys: benchmark, model, epochs, batch_size (training); candidates (controller);
+    seed, device (run).
+    """
+    config = copy.deepcopy(config)
+    source = config.get("_source", "<overrides>")
+    sections = {"benchmark": "training", "model": "training", "epochs": "training",
+                "batch_size": "training", "embedding_size": "training", "lr": "training",
+                "candidates": "controller", "seed": "run", "device": "run"}
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if key not in sections:
+            raise ValueError(f"unknown override {key!r}; allowed: {', '.join(sections)}")
+        config[sections[key]][key] = value
+    return validate(config, source=source)
+
+
+def dump(config: dict[str, Any], path: str | os.PathLike) -> None:
+    """Write `config` as TOML atomically (temp file + rename)."""
+    clean = {k: v for k, v in config.items() if not k.startswith("_")}
+    atomic_write_text(path, tomli_w.dumps(clean))
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write text to `path` through a temporary file and a rename, so no half file is left."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def param_specs(config: dict[str, Any]) -> list[ParamSpec]:
+    """The controller's parameters: [loss.params] with count = K expanded to name_0..name_{K-1}."""
+    specs = []
+    for name, spec in config["loss"].get("params", {}).items():
+        count = int(spec.get("count", 1))
+        names = [name] if count == 1 and "count" not in spec else [f"{name}_{i}" for i in range(count)]
+        for n in names:
+            specs.append(ParamSpec(n, float(spec["low"]), float(spec["high"]), float(spec["init"]),
+                                   log=bool(spec.get("log", False))))
+    return specs
+
+
+def loss_arguments(config: dict[str, Any]) -> dict[str, Any]:
+    """The loss's fixed arguments: [loss] without its name and params tables."""
+    return {k: v for k, v in config["loss"].items() if k not in ("name", "params")}
+
+
+def controller_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """The controller's own settings: [controller] without kind and candidates."""
+    return {k: v for k, v in config["controller"].items() if k not in ("kind", "candidates")}
+
+
+def _require(cond: bool, source: str, key: str, allowed: str) -> None:
+    if not cond:
+        raise ValueError(f"{source}: {key} must be {allowed}")
+
+
+def _check_keys(table: dict, allowed: set, source: str, where: str) -> None:
+    unknown = sorted(set(table) - set(allowed))
+    if unknown:
+        raise ValueError(f"{source}: unknown key {where}.{unknown[0]}; allowed keys in [{where}]: "
+                         f"{', '.join(sorted(allowed))}")
+
+
+def validate(raw: dict[str, Any], source: str = "<config>") -> dict[str, Any]:
+    """Check every section, fill defaults and return a new resolved configuration."""
+    from lfsearch import controllers, losses
+
+    unknown = sorted(k for k in raw if k not in SECTIONS and not k.startswith("_"))
+    if unknown:
+        raise ValueError(f"{source}: unknown section [{unknown[0]}]; allowed: {', '.join(SECTIONS)}")
+    for section in ("loss", "controller"):
+        if not isinstance(raw.get(section), dict):
+            raise ValueError(f"{source}: missing section [{section}]")
+    config: dict[str, Any] = {"_source": source}
+
+    method = dict(raw.get("method", {}))
+    _check_keys(method, METHOD_KEYS, source, "method")
+    method.setdefault("name", Path(source).stem)
+    method.setdefault("description", "")
+    config["method"] = method
+
+    loss = copy.deepcopy(raw["loss"])
+    name = loss.get("name")
+    if name not in losses.available():
+        raise ValueError(f"{source}: loss.name {name!r} is not a loss; allowed: "
+                         f"{', '.join(losses.available())}")
+    params = loss.get("params", {})
+    _require(isinstance(params, dict), source, "loss.params", "a table of parameter tables")
+    for pname, spec in params.items():
+        where = f"loss.params.{pname}"
+        _require(isinstance(spec, dict), source, where, "a table with init, low, high")
+        _check_keys(spec, PARAM_KEYS, source, where)
+        for key in ("init", "low", "high"):
+            _require(isinstance(spec.get(key), (int, float)) and not isinstance(spec.get(key), bool),
+                     source, f"{where}.{key}", "a number")
+        _require(spec["low"] <= spec["init"] <= spec["high"], source, f"{where}.init",
+                 f"within [low, high] = [{spec['low']}, {spec['high']}] (got {spec['init']})")
+        count = spec.get("count", 1)
+        _require(isinstance(count, int) and count >= 1, source, f"{where}.count", "an integer >= 1")
+    config["loss"] = loss
+
+    controller = dict(raw["controller"])
+    kind = controller.get("kind")
+    candidates = controller.setdefault("candidates", 1)
+    _require(isinstance(candidates, int) and not isinstance(candidates, bool) and candidates >= 1,
+             source, "controller.candidates", f"an integer >= 1 (got {candidates!r})")
+    config["controller"] = controller
+
+    reward = dict(raw.get("reward", {}))
+    _check_keys(reward, REWARD_KEYS, source, "reward")
+    reward.setdefault("metric", "auto")
+    _require(isinstance(reward["metric"], str), source, "reward.metric", "a metric name or 'auto'")
+    validation = reward.setdefault("validation", [{"benchmark": "main", "weight": 1.0}])
+    _require(isinstance(validation, list) and len(validation) >= 1, source, "reward.validation",
+             "a non-empty list of {benchmark = ..., weight = ...}")
+    for i, entry in enumerate(validation):
+        _require(isinstance(entry, dict), source, f"reward.validation[{i}]",
+                 "a table {benchmark = ..., weight = ...}")
+        _check_keys(entry, VALIDATION_KEYS, source, f"reward.validation[{i}]")
+        entry.setdefault("benchmark", "main")
+        entry.setdefault("weight", 1.0)
+        _require(isinstance(entry["weight"], (int, float)) and entry["weight"] > 0, source,
+                 f"reward.validation[{i}].weight", "a number > 0")
+    config["reward"] = reward
+
+    training = {**TRAINING_DEFAULTS, **raw.get("training", {})}
+    _check_keys(training, set(TRAINING_DEFAULTS), source, "training")
+    for key in ("epochs", "batch_size", "embedding_size"):
+        v = training[key]
+        _require(isinstance(v, int) and not isinstance(v, bool) and v >= 1, source,
+                 f"training.{key}", f"an integer >= 1 (got {v!r})")
+    for key in ("lr",):
+        _require(isinstance(training[key], (int, float)) and training[key] > 0, source,
+                 f"training.{key}", f"a number > 0 (got {training[key]!r})")
+    for key in ("momentum", "weight_decay", "lr_gamma"):
+        _require(isinstance(training[key], (int, float)) and training[key] >= 0, source,
+                 f"training.{key}", f"a number >= 0 (got {training[key]!r})")
+    _require(training["optimizer"] in OPTIMIZERS, source, "training.optimizer",
+             f"one of {', '.join(OPTIMIZERS)} (got {training['optimizer']!r})")
+    _require(training["lr_schedule"] in LR_SCHEDULES, source, "training.lr_schedule",
+             f"one of {', '.join(LR_SCHEDULES)} (got {training['lr_schedule']!r})")
+    _require(isinstance(training["benchmark"], str) and training["benchmark"], source,
+             "training.benchmark", "a benchmark spec such as digits or mnist:DIR")
+    config["training"] = training
+
+    run = {**RUN_DEFAULTS, **raw.get("run", {})}
+    _check_keys(run, RUN_KEYS, source, "run")
+    _require(isinstance(run["seed"], int) and not isinstance(run["seed"], bool) and run["seed"] >= 0,
+             source, "run.seed", f"an integer >= 0 (got {run['seed']!r})")
+    _require(run["device"] in DEVICES, source, "run.device",
+             f"one of {', '.join(DEVICES)} (got {run['device']!r})")
+    config["run"] = run
+
+    # Build the controller and the loss once, so unknown settings or out-of-range values
+    # are reported now, naming the file, rather than mid-run.
+    specs = param_specs(config)
+    try:
+        controllers.build(kind, specs, seed=0, **controller_settings(config))
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{source}: [controller]: {exc}") from None
+    try:
+        initial = {s.name: s.init for s in specs}
+        head = losses.build(name, embedding_size=8, num_classes=4, **loss_arguments(config))
+        if initial:
+            head.set_params(**initial)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{source}: [loss]: {exc}") from None
+    if "study" in raw:  # what `lfsearch study` varies (lfsearch/study.py); ignored by a search
+        from lfsearch import study
+
+        config["study"] = study.check_section(raw["study"], config, source)
+    return config

@@ -1,0 +1,180 @@
+"""One epoch of a population: M candidates start from the same state, each trains one epoch
+with its own loss parameters and is rewarded on the validation benchmark(s).
+
+A *state* is the dict {"model", "loss", "optimizer"} of state_dicts: the backbone, the loss
+(its class head and any running buffers) and the optimiser. The best candidate's state is
+what the search broadcasts to the next epoch.
+
+Reward of a candidate = Σ_k w_k · metric_k / Σ_k w_k over the validation splits. A candidate
+whose training loss turns NaN or infinite stops at once and gets the worst reward, 0.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from lfsearch import data, evaluate
+
+WORST_REWARD = 0.0
+
+
+@dataclass
+class Validation:
+    """A validation split, the metric read from it and its weight in the reward."""
+
+    name: str
+    split: Any
+    metric: str
+    weight: float = 1.0
+
+
+@dataclass
+class CandidateResult:
+    """What one candidate's epoch produced."""
+
+    params: dict[str, float]
+    reward: float
+    train_loss: float
+    status: str  # "ok" or "diverged"
+    metrics: dict[str, float] = field(default_factory=dict)
+    state: dict[str, Any] | None = None
+
+
+@dataclass
+class Trainee:
+    """The modules a candidate trains: a backbone, a loss with its head, an optimiser over both."""
+
+    model: torch.nn.Module
+    loss: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+
+    def state(self) -> dict[str, Any]:
+        """A deep copy of the current state, safe to keep while training goes on."""
+        return copy.deepcopy({"model": self.model.state_dict(), "loss": self.loss.state_dict(),
+                              "optimizer": self.optimizer.state_dict()})
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.loss.load_state_dict(state["loss"])
+        self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
+
+
+def make_optimizer(name: str, parameters, *, lr: float, momentum: float,
+                   weight_decay: float) -> torch.optim.Optimizer:
+    """SGD with (Nesterov-free) momentum, Adam or AdamW over the backbone and the head together."""
+    if name == "sgd":
+        return torch.optim.SGD(parameters, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if name == "adam":
+        return torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay)
+    raise ValueError(f"optimizer {name!r} is not known; allowed: sgd, adam, adamw")
+
+
+def learning_rate(epoch: int, *, base: float, epochs: int, schedule: str,
+                  steps: list[int] | tuple[int, ...] = (), gamma: float = 0.1) -> float:
+    """The learning rate of a 0-based epoch.
+
+    constant: base; cosine: base·(1 + cos(π·epoch/epochs))/2; step: base·γ^(#steps ≤ epoch).
+    """
+    if schedule == "constant":
+        return base
+    if schedule == "cosine":
+        return base * 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
+    if schedule == "step":
+        return base * gamma ** sum(1 for s in steps if epoch >= s)
+    raise ValueError(f"lr_schedule {schedule!r} is not known; allowed: constant, cosine, step")
+
+
+def train_one_epoch(trainee: Trainee, train: data.LabelledImages, *, batch_size: int,
+                    generator: torch.Generator, lr: float, augment: str = "none",
+                    autocast_dtype: torch.dtype | None = None) -> tuple[float, str]:
+    """Train one epoch; returns (mean training loss, status). Stops at the first non-finite loss.
+
+    autocast_dtype (e.g. torch.bfloat16 on a GPU): forward and loss under torch.autocast."""
+    for group in trainee.optimizer.param_groups:
+        group["lr"] = lr
+    trainee.model.train()
+    trainee.loss.train()
+    total, count = 0.0, 0
+    # Drop the last short batch (a batch of one breaks train-mode BatchNorm) unless the
+    # whole split is smaller than one batch.
+    drop_last = len(train) > batch_size
+    for images, labels in data.batches(train, batch_size, generator=generator, augment=augment,
+                                       drop_last=drop_last):
+        with torch.autocast(images.device.type, dtype=autocast_dtype,
+                            enabled=autocast_dtype is not None):
+            value = trainee.loss(trainee.model(images), labels)
+        if not torch.isfinite(value):
+            return float("nan"), "diverged"
+        trainee.optimizer.zero_grad(set_to_none=True)
+        value.backward()
+        trainee.optimizer.step()
+        total += float(value.detach()) * len(labels)
+        count += len(labels)
+    return total / max(count, 1), "ok"
+
+
+def reward_of(trainee: Trainee, validations: list[Validation]) -> tuple[float, dict[str, float]]:
+    """Weighted mean of each validation split's metric; also returns every metric measured."""
+    weighted, weights, metrics = 0.0, 0.0, {}
+    for v in validations:
+        measured = evaluate.evaluate(trainee.model, trainee.loss, v.split)
+        if v.metric not in measured:
+            raise ValueError(f"reward.metric {v.metric!r} is not measured on {v.name}; "
+                             f"available: {', '.join(sorted(measured))}")
+        for key, value in measured.items():
+            metrics[f"{v.name}/{key}"] = float(value)
+        weighted += v.weight * float(measured[v.metric])
+        weights += v.weight
+    reward = weighted / weights
+    return (reward if math.isfinite(reward) else WORST_REWARD), metrics
+
+
+def run_epoch_sequential(trainee: Trainee, start: dict[str, Any], params: list[dict[str, float]], *,
+                         train: data.LabelledImages, validations: list[Validation], batch_size: int,
+                         lr: float, data_seed: int, candidate_seeds: list[int], augment: str = "none",
+                         on_candidate: Callable[[int, CandidateResult], None] | None = None,
+                         autocast_dtype: torch.dtype | None = None) -> list[CandidateResult]:
+    """Train the candidates one after another from `start`; keeps only the best one's state.
+
+    Every candidate sees the same batches in the same order (a generator seeded by data_seed),
+    and its own global RNG seed (dropout and the like) from candidate_seeds.
+    """
+    results: list[CandidateResult] = []
+    best = -1
+    for i, values in enumerate(params):
+        trainee.load(start)
+        trainee.loss.set_params(**values)
+        torch.manual_seed(candidate_seeds[i])
+        generator = torch.Generator().manual_seed(data_seed)  # CPU: the same draws on any device
+        train_loss, status = train_one_epoch(trainee, train, batch_size=batch_size,
+                                             generator=generator, lr=lr, augment=augment,
+                                             autocast_dtype=autocast_dtype)
+        if status == "ok":
+            reward, metrics = reward_of(trainee, validations)
+        else:
+            reward, metrics = WORST_REWARD, {}
+        result = CandidateResult(dict(values), reward, train_loss, status, metrics)
+        if status == "ok" and (best < 0 or reward > results[best].reward):
+            if best >= 0:
+                results[best].state = None
+            result.state = trainee.state()
+            best = i
+        results.append(result)
+        if on_candidate is not None:
+            on_candidate(i, result)
+    return results
+
+
+def choose_best(results: list[CandidateResult]) -> int | None:
+    """Index of the highest reward among candidates that did not diverge (first on ties)."""
+    ok = [i for i, r in enumerate(results) if r.status == "ok"]
+    if not ok:
+        return None
+    return max(ok, key=lambda i: (results[i].reward, -i))

@@ -1,0 +1,408 @@
+"""The search: the epoch loop of DESIGN.md section 2, its run folder, and resume.
+
+    for epoch in 1..E:
+        params[1..M] = controller.sample(M)
+        results      = population epoch from the same start state, one result per candidate
+        controller.update(params, rewards)
+        start        = state of the best candidate (weights and optimiser state)
+    test(start) on the benchmark's test split — never seen by the search
+
+A run folder holds config.toml, manifest.json, epochs.csv, controller.csv, checkpoint.pt
+(written atomically after every completed epoch), results.json and discovered.toml (the
+chosen parameters per epoch as a schedule the fixed controller replays).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import math
+import os
+import platform
+import shutil
+import subprocess
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+import torch
+
+import lfsearch
+from lfsearch import config as config_mod
+from lfsearch import controllers, data, distributed, evaluate, losses, models, population
+
+log = logging.getLogger(__name__)
+
+RUN_FILES = ("config.toml", "manifest.json", "epochs.csv", "controller.csv", "checkpoint.pt",
+             "results.json", "discovered.toml")
+
+
+@dataclass
+class Progress:
+    """One progress event: a candidate finished (kind='candidate') or an epoch ended ('epoch')."""
+
+    kind: str
+    epoch: int
+    epochs: int
+    candidate: int
+    candidates: int
+    reward: float
+    best_reward: float
+    best_params: dict[str, float]
+
+
+def derive_seed(*parts: int | str) -> int:
+    """A 31-bit seed derived deterministically from the run seed and labels (CRC32 of their text)."""
+    return zlib.crc32("/".join(str(p) for p in parts).encode()) & 0x7FFFFFFF
+
+
+def resolve_device(name: str) -> torch.device:
+    """auto -> cuda when available, else cpu; cuda without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but no CUDA GPU is available; "
+                         "allowed here: auto, cpu")
+    if name not in ("cpu", "cuda"):
+        raise ValueError(f"device {name!r} is not known; allowed: auto, cpu, cuda")
+    return torch.device(name)
+
+
+def default_run_name(config: dict[str, Any]) -> str:
+    """runs/<method>-<benchmark>-seed<seed>, with the benchmark spec made file-name safe."""
+    bench = "".join(c if c.isalnum() or c in "-_." else "_" for c in config["training"]["benchmark"])
+    return f"{config['method']['name']}-{bench.strip('_')}-seed{config['run']['seed']}"
+
+
+def default_metric(split: Any) -> str:
+    """accuracy for closed-set classification, verification_accuracy for pairs."""
+    return "verification_accuracy" if isinstance(split, data.VerificationSplit) else "accuracy"
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
+                             capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    config_mod.atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    config_mod.atomic_write_text(path, pd.DataFrame(rows).to_csv(index=False))
+
+
+def _save_checkpoint(path: Path, checkpoint: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(checkpoint, tmp)
+    os.replace(tmp, path)
+
+
+def prepare_run_dir(out: Path, *, resume: bool, force: bool) -> None:
+    """Create the run folder; an existing one is kept only with resume or emptied with force."""
+    if resume and force:
+        raise ValueError("--resume and --force exclude each other: resume continues a run, "
+                         "force starts it again from scratch")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} exists and is not a folder")
+    existing = out.is_dir() and any(out.iterdir())
+    if resume:
+        if not (out / "checkpoint.pt").is_file() and not (out / "config.toml").is_file():
+            raise FileNotFoundError(f"--resume: {out} holds no run to resume "
+                                    "(expected config.toml and checkpoint.pt)")
+        return
+    if existing and not force:
+        raise ValueError(f"run folder {out} already exists; pass --resume to continue it or "
+                         "--force to replace it")
+    if existing and force:
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+class Search:
+    """A configured search: builds the benchmark, modules and controller, then runs epochs."""
+
+    def __init__(self, config: dict[str, Any], out: Path,
+                 progress: Callable[[Progress], None] | None = None,
+                 group: distributed.Group | None = None):
+        self.config = config
+        self.out = out
+        self.progress = progress
+        self.group = group  # under torchrun: this rank's place; rank 0 alone writes the run folder
+        self.writes = group is None or group.is_main
+        training, run = config["training"], config["run"]
+        self.seed = run["seed"]
+        self.device = resolve_device(run["device"])
+        if group is not None:
+            self.device = group.local_device(self.device)
+        self.benchmark = data.load(training["benchmark"], seed=self.seed, device=self.device)
+        if self.benchmark.train is None:
+            raise ValueError(f"training.benchmark {training['benchmark']!r} has no training split; "
+                             "train on digits, mnist:DIR, cifar10:DIR, cifar100:DIR or folder:DIR "
+                             "and name it under [reward] validation instead")
+        self.model_name = (self.benchmark.default_model if training["model"] == "auto"
+                           else training["model"])
+        self.specs = config_mod.param_specs(config)
+        self.validations = self._validations()
+        self.candidates = config["controller"]["candidates"]
+        self.epochs = training["epochs"]
+
+    def _validations(self) -> list[population.Validation]:
+        out = []
+        metric = self.config["reward"]["metric"]
+        for entry in self.config["reward"]["validation"]:
+            spec = entry["benchmark"]
+            bench = self.benchmark if spec == "main" else data.load(spec, seed=self.seed,
+                                                                    device=self.device)
+            split = bench.val
+            if split is None:
+                raise ValueError(f"reward.validation benchmark {spec!r} has no validation split")
+            name = "val" if spec == "main" else f"val:{spec}"
+            out.append(population.Validation(
+                name, split, default_metric(split) if metric == "auto" else metric,
+                float(entry["weight"])))
+        return out
+
+    def build_trainee(self) -> population.Trainee:
+        """Backbone, loss head and optimiser, initialised from the run seed."""
+        training = self.config["training"]
+        torch.manual_seed(derive_seed(self.seed, "init"))
+        model = models.build(self.model_name, embedding_size=training["embedding_size"],
+                             in_channels=self.benchmark.in_channels,
+                             image_size=self.benchmark.image_size).to(self.device)
+        loss = losses.build(self.config["loss"]["name"], embedding_size=training["embedding_size"],
+                            num_classes=self.benchmark.num_classes,
+                            **config_mod.loss_arguments(self.config)).to(self.device)
+        initial = {s.name: s.init for s in self.specs}
+        if initial:
+            loss.set_params(**initial)
+        optimizer = population.make_optimizer(
+            training["optimizer"], list(model.parameters()) + list(loss.parameters()),
+            lr=training["lr"], momentum=training["momentum"], weight_decay=training["weight_decay"])
+        return population.Trainee(model, loss, optimizer)
+
+    def build_controller(self) -> Any:
+        c = self.config["controller"]
+        return controllers.build(c["kind"], self.specs, seed=derive_seed(self.seed, "controller"),
+                                 **config_mod.controller_settings(self.config))
+
+    def lr_at(self, epoch: int) -> float:
+        t = self.config["training"]
+        return population.learning_rate(epoch, base=t["lr"], epochs=t["epochs"],
+                                        schedule=t["lr_schedule"], steps=t["lr_steps"],
+                                        gamma=t["lr_gamma"])
+
+    def run_epoch(self, trainee: population.Trainee, start: dict[str, Any], epoch: int,
+                  params: list[dict[str, float]], on_candidate) -> list[population.CandidateResult]:
+        """Train and reward this epoch's candidates (sequentially, one after another); under
+        torchrun rank r trains candidates i ≡ r (mod K) and every rank gets every result."""
+        def train(indices, on_candidate):
+            return population.run_epoch_sequential(
+                trainee, start, [params[i] for i in indices], train=self.benchmark.train,
+                validations=self.validations, batch_size=self.config["training"]["batch_size"],
+                lr=self.lr_at(epoch), data_seed=derive_seed(self.seed, "data", epoch),
+                candidate_seeds=[derive_seed(self.seed, "candidate", epoch, i) for i in indices],
+                augment=self.benchmark.augment, on_candidate=on_candidate)
+
+        if self.group is not None:
+            return distributed.run_epoch(self.group, train, len(params), self.device,
+                                         on_candidate, epoch=epoch)
+        return train(list(range(len(params))), on_candidate)
+
+    def run(self, *, resume: bool = False) -> dict[str, Any]:
+        """Run (or continue) every epoch, then test; returns the results dict of results.json."""
+        out = self.out
+        trainee = self.build_trainee()
+        controller = self.build_controller() if self.writes else None  # lives on rank 0 only
+        rows: list[dict[str, Any]] = []
+        controller_rows: list[dict[str, Any]] = []
+        first_epoch = 0
+        manifest = self._manifest()
+        checkpoint_path = out / "checkpoint.pt"
+        if resume and self.writes and checkpoint_path.is_file():
+            ckpt = torch.load(checkpoint_path, map_location=self.device, weights_only=False)
+            trainee.load(ckpt["state"])
+            controller.load_state_dict(ckpt["controller"])
+            rows, controller_rows = ckpt["rows"], ckpt["controller_rows"]
+            first_epoch = ckpt["epoch"] + 1
+            old = json.loads((out / "manifest.json").read_text()) if (out / "manifest.json").is_file() else {}
+            manifest["started"] = old.get("started", manifest["started"])
+            manifest["resumed"] = old.get("resumed", []) + [manifest["now"]]
+        if self.writes:
+            config_mod.dump(self.config, out / "config.toml")
+            manifest["status"] = "running"
+            _write_json(out / "manifest.json", manifest)
+
+        start = trainee.state()
+        if self.group is not None:  # rank 0's first epoch and start state (fresh or resumed)
+            first_epoch, start = self.group.share_start(first_epoch, start, self.device)
+        best_reward, best_params = -math.inf, {}
+        for r in rows:
+            if r["chosen"] and r["reward"] > best_reward:
+                best_reward, best_params = r["reward"], {s.name: r[s.name] for s in self.specs}
+        t0 = time.perf_counter()
+        try:
+            for epoch in range(first_epoch, self.epochs):
+                params = controller.sample(self.candidates) if controller is not None else None
+                if self.group is not None:
+                    params = self.group.broadcast_object(params,
+                                                         f"sharing epoch {epoch}'s candidates")
+
+                def on_candidate(i: int, result: population.CandidateResult, epoch=epoch) -> None:
+                    nonlocal best_reward, best_params
+                    if result.status == "ok" and result.reward > best_reward:
+                        best_reward, best_params = result.reward, dict(result.params)
+                    if self.progress:
+                        self.progress(Progress("candidate", epoch, self.epochs, i,
+                                               len(params), result.reward, best_reward,
+                                               best_params))
+
+                results = self.run_epoch(trainee, start, epoch, params, on_candidate)
+                chosen = population.choose_best(results)
+                if chosen is None:
+                    log.warning("epoch %d: every candidate diverged; keeping the start state", epoch)
+                else:
+                    start = results[chosen].state
+                for i, r in enumerate(results):
+                    rows.append({"epoch": epoch, "candidate": i, **r.params, "reward": r.reward,
+                                 "train_loss": r.train_loss, "status": r.status,
+                                 "chosen": i == chosen, "lr": self.lr_at(epoch), **r.metrics})
+                if not self.writes:
+                    continue
+                controller.update([r.params for r in results], [r.reward for r in results])
+                controller_rows.append({**controller.describe(), "epoch": epoch})
+                _write_csv(out / "epochs.csv", rows)
+                _write_csv(out / "controller.csv", controller_rows)
+                _save_checkpoint(checkpoint_path, {
+                    "epoch": epoch, "state": start, "controller": controller.state_dict(),
+                    "rows": rows, "controller_rows": controller_rows, "config": self.config})
+                if self.progress:
+                    self.progress(Progress("epoch", epoch, self.epochs, len(params) - 1, len(params),
+                                           results[chosen].reward if chosen is not None else math.nan,
+                                           best_reward, best_params))
+        except BaseException:
+            if self.writes:
+                manifest["status"] = "interrupted"
+                manifest["ended"] = _now()
+                _write_json(out / "manifest.json", manifest)
+            raise
+
+        if not self.writes:  # rank 0 tests and writes the results
+            return {"rank": self.group.rank, "run_dir": str(out)}
+        trainee.load(start)
+        results = self._test(trainee, rows)
+        _write_json(out / "results.json", results)
+        self._write_discovered(rows)
+        manifest.update(status="complete", ended=_now(),
+                        search_seconds_this_session=round(time.perf_counter() - t0, 3))
+        _write_json(out / "manifest.json", manifest)
+        return {**results, "run_dir": str(out)}
+
+    def _test(self, trainee: population.Trainee, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        split = self.benchmark.test
+        metrics = evaluate.evaluate(trainee.model, trainee.loss, split)
+        chosen = [r for r in rows if r["chosen"]]
+        return {
+            "method": self.config["method"]["name"],
+            "benchmark": self.config["training"]["benchmark"],
+            "model": self.model_name,
+            "seed": self.seed,
+            "epochs": self.epochs,
+            "candidates": self.candidates,
+            "candidate_epochs": len(rows),
+            "test_metric": default_metric(split),
+            # NaN (a metric the split is too small for) is written as null: valid JSON
+            "test": {k: (float(v) if math.isfinite(float(v)) else None) for k, v in metrics.items()},
+            "final_validation_reward": chosen[-1]["reward"] if chosen else None,
+            "chosen_params": [{s.name: r[s.name] for s in self.specs} for r in chosen],
+        }
+
+    def _write_discovered(self, rows: list[dict[str, Any]]) -> None:
+        """The chosen parameters per epoch as a schedule the fixed controller replays."""
+        if not self.specs:
+            return
+        schedule = [{s.name: float(r[s.name]) for s in self.specs} for r in rows if r["chosen"]]
+        if not schedule:
+            return
+        discovered = {k: v for k, v in self.config.items() if not k.startswith("_")}
+        discovered = json.loads(json.dumps(discovered))  # a deep copy of plain data
+        discovered["method"] = {
+            "name": f"{self.config['method']['name']}-discovered",
+            "description": f"The loss schedule found by {self.config['method']['name']} on "
+                           f"{self.config['training']['benchmark']} (seed {self.seed}), replayed "
+                           "epoch by epoch by the fixed controller.",
+        }
+        discovered["controller"] = {"kind": "fixed", "candidates": 1, "schedule": schedule}
+        config_mod.dump(discovered, self.out / "discovered.toml")
+
+    def _manifest(self) -> dict[str, Any]:
+        now = _now()
+        return {
+            "lfsearch": lfsearch.__version__, "torch": torch.__version__,
+            "python": platform.python_version(), "platform": platform.platform(),
+            "device": str(self.device), "seed": self.seed, "git_commit": _git_commit(),
+            "method": self.config["method"]["name"], "benchmark": self.config["training"]["benchmark"],
+            "model": self.model_name, "started": now, "now": now,
+            **({"distributed": self.group.describe()} if self.group is not None else {}),
+        }
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def search(space: str | os.PathLike, *, benchmark: str | None = None, epochs: int | None = None,
+           candidates: int | None = None, seed: int | None = None, device: str | None = None,
+           model: str | None = None, out: str | os.PathLike | None = None, resume: bool = False,
+           force: bool = False, runs_dir: str | os.PathLike = "runs",
+           progress: Callable[[Progress], None] | None = None,
+           dist_timeout: float | None = None) -> dict[str, Any]:
+    """Run a search described by a search-space file (a path or a name in search_spaces/).
+
+    Returns the run's results (also written to <out>/results.json). With resume=True the run
+    folder's own config.toml is used and the run continues after its last completed epoch.
+    Under torchrun the ranks share each epoch's candidates (lfsearch.distributed; collectives
+    time out after dist_timeout seconds); rank 0 reads the configuration and writes the run
+    folder, the other ranks return {"rank": r, "run_dir": ...}.
+    """
+    overrides = dict(benchmark=benchmark, epochs=epochs, candidates=candidates, seed=seed,
+                     device=device, model=model)
+
+    def prepare() -> tuple[dict[str, Any], Path]:
+        nonlocal out
+        if resume:
+            if out is None:
+                raise ValueError("--resume needs --out: the run folder to continue")
+            out = Path(out)
+            prepare_run_dir(out, resume=True, force=force)
+            config = config_mod.load(out / "config.toml")
+            given = {k: v for k, v in overrides.items() if v is not None}
+            resolved = config_mod.resolve(config, **given)
+            if resolved != config:
+                changed = sorted(k for k in given if k)
+                raise ValueError(f"--resume continues {out} with its own config.toml; drop the "
+                                 f"overrides that change it ({', '.join(changed)}) or use --force")
+        else:
+            config = config_mod.resolve(config_mod.load(space), **overrides)
+            out = Path(out) if out is not None else Path(runs_dir) / default_run_name(config)
+            prepare_run_dir(out, resume=False, force=force)
+        return config, out
+
+    with distributed.session(dist_timeout) as group:
+        main = group is None or group.is_main
+        config, out = distributed.on_main(group, prepare, "sharing the configuration")
+        try:
+            runner = Search(config, out, progress if main else None, group=group)
+        except BaseException:
+            if main and not resume and not any(out.iterdir()):
+                out.rmdir()  # nothing half-written is left behind for bad input
+            raise
+        return runner.run(resume=resume)
