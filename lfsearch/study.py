@@ -1,0 +1,864 @@
+"""Optuna studies over a method's hyperparameters: every trial is one full training run.
+
+A study tunes what a search-space file leaves fixed (CosFace's s and m, ArcFace's m, ...) or a
+search's own settings (candidates M, the policy's sigma, the controller's learning rate).
+It maximises the validation reward of the run's final model (``final_validation_reward`` of
+results.json: the chosen candidate's reward in the last epoch); test metrics are recorded for
+information only and never steer the study.
+
+    for trial in study (TPE, seeded; until N trials are finished):
+        values = trial.suggest(...)                        # one value per study parameter
+        run    = Search(config with values, DIR/trials/<number>)
+        every epoch: trial.report(chosen reward, epoch)    # a pruner (median) stops poor trials
+        value  = run's final validation reward
+
+What a study varies: ``[study.params.<name>]`` tables of the space file (``low``, ``high``,
+optional ``log``, ``type`` = "float" | "int", ``step``, ``target``). ``target`` is a dotted path
+into the configuration:
+
+    loss.params.<p>        the value a fixed controller holds (its ``init``; a search starts there)
+    loss.params.<p>.low / .high / .init     a bound of a searched parameter
+    loss.<arg>             a fixed loss argument such as s
+    controller.<setting>   candidates, sigma, lr, ... of the controller
+    training.<key>         lr, weight_decay, batch_size, epochs, ...
+
+Without ``target`` the name is looked up in that order: a [loss.params] entry, a [loss]
+argument, a [controller] setting. Without ``type`` a parameter is an integer when the value it
+replaces is one (candidates, batch_size). Without any [study.params] table the defaults are:
+a fixed controller studies every [loss.params] entry inside its own [low, high] plus the scale
+s in [s/2, 2s] (log); a searching controller (random, reinforce, optuna) studies candidates in
+[2, 8] plus sigma and lr in [v/3, 3v] (log) where the file sets them. Every trial of a study
+uses the same run seed (common random numbers: trials differ only by their values).
+
+The [study] table also takes ``pruner`` = "median" | "none" [median], ``pruner_startup_trials``
+[3] (trials finished before any is pruned), ``pruner_warmup_epochs`` [0] (epochs of a trial
+never pruned) and ``sampler_startup_trials`` [5] (random trials before TPE models the rest).
+
+Storage: a SQLite file DIR/study.db by default (``optuna-dashboard sqlite:///DIR/study.db``),
+any Optuna RDB URL (``postgresql://user@host/db`` for several machines; heartbeats fail the
+trials of a worker that died elsewhere), or ``journal:PATH`` (Optuna's JournalFileBackend, for
+several processes on one machine). Several workers run the same command against the same
+storage and study name; ``--trials N`` is the study's total of finished (complete + pruned)
+trials, shared by all workers, not a per-worker count.
+
+Resume: re-running the command continues the study. Trials left RUNNING by a worker of this
+machine whose process is gone are marked FAIL and their values queued again (also after
+Ctrl-C or SIGTERM), so the study still ends with N finished trials.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import datetime as _dt
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import socket
+import time
+import warnings
+from dataclasses import dataclass, field
+from importlib.util import find_spec
+from pathlib import Path
+from typing import Any, Callable
+
+import lfsearch
+from lfsearch import config as config_mod
+from lfsearch.search import Search, default_run_name, derive_seed
+
+log = logging.getLogger(__name__)
+
+STUDY_KEYS = ("params", "pruner", "pruner_startup_trials", "pruner_warmup_epochs",
+              "sampler_startup_trials")
+PARAM_KEYS = ("target", "low", "high", "log", "type", "step")
+PRUNERS = ("median", "none")
+TYPES = ("float", "int")
+STUDY_DEFAULTS: dict[str, Any] = {"pruner": "median", "pruner_startup_trials": 3,
+                                  "pruner_warmup_epochs": 0, "sampler_startup_trials": 5}
+SEARCHING_DEFAULT_CANDIDATES = (2, 8)
+MIN_TRIALS_FOR_IMPORTANCE = 5
+STALE_WITHOUT_WORKER_S = 60.0   # a RUNNING trial that never named its worker (died at once)
+HEARTBEAT_INTERVAL_S = 30       # RDB servers (PostgreSQL, MySQL): a worker's heartbeat ...
+HEARTBEAT_GRACE_S = 120         # ... and how long it may be silent before its trial fails
+FINISHED = ("COMPLETE", "PRUNED")
+
+
+# --------------------------------------------------------------------------------------------
+# what a study varies
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class StudyParam:
+    """One studied value: name (the Optuna parameter), target (a dotted config path), bounds."""
+
+    name: str
+    target: str
+    low: float
+    high: float
+    log: bool = False
+    type: str = "float"
+    step: float | None = None
+
+    def suggest(self, trial: Any) -> float | int:
+        """trial.suggest_int / suggest_float over [low, high] (log or stepped)."""
+        if self.type == "int":
+            return trial.suggest_int(self.name, int(self.low), int(self.high),
+                                     step=int(self.step or 1), log=self.log)
+        return trial.suggest_float(self.name, float(self.low), float(self.high),
+                                   step=self.step, log=self.log)
+
+    def as_table(self) -> dict[str, Any]:
+        """The [study.params.<name>] table that defines this parameter."""
+        table = {"target": self.target, "low": self.low, "high": self.high, "log": self.log,
+                 "type": self.type}
+        if self.step is not None:
+            table["step"] = self.step
+        return table
+
+
+def _target_slot(config: dict[str, Any], target: str) -> tuple[dict[str, Any], str]:
+    """The dict and key a target path names; ValueError for paths a study may not set."""
+    parts = target.split(".")
+    allowed = ("loss.params.<p>[.init|.low|.high], loss.<argument>, controller.<setting>, "
+               "training.<key>")
+    if len(parts) >= 3 and parts[:2] == ["loss", "params"]:
+        params = config["loss"].get("params", {})
+        if parts[2] not in params or len(parts) > 4 or (len(parts) == 4 and
+                                                       parts[3] not in ("init", "low", "high")):
+            raise ValueError(f"target {target!r}: [loss.params] has "
+                             f"{', '.join(params) or 'no parameters'}; allowed forms: {allowed}")
+        return params[parts[2]], parts[3] if len(parts) == 4 else "init"
+    if len(parts) == 2 and parts[0] == "loss" and parts[1] not in ("name", "params"):
+        return config["loss"], parts[1]
+    if len(parts) == 2 and parts[0] == "controller" and parts[1] != "kind":
+        return config["controller"], parts[1]
+    if len(parts) == 2 and parts[0] == "training" and parts[1] in config_mod.TRAINING_DEFAULTS \
+            and parts[1] not in ("benchmark", "model", "optimizer", "lr_schedule", "lr_steps"):
+        return config["training"], parts[1]
+    raise ValueError(f"target {target!r} cannot be studied; allowed forms: {allowed}")
+
+
+def default_target(config: dict[str, Any], name: str) -> str:
+    """A [loss.params] entry, else a [loss] argument, else a [controller] setting of that name."""
+    if name in config["loss"].get("params", {}):
+        return f"loss.params.{name}"
+    if name in config["loss"] and name not in ("name", "params"):
+        return f"loss.{name}"
+    if name in config["controller"] and name != "kind":
+        return f"controller.{name}"
+    raise ValueError(f"{name!r} is not a [loss.params] entry, [loss] argument or [controller] "
+                     "setting of this file; give target = \"loss.<argument>\", "
+                     "\"loss.params.<p>\", \"controller.<setting>\" or \"training.<key>\"")
+
+
+def apply_values(config: dict[str, Any], params: list[StudyParam],
+                 values: dict[str, Any]) -> dict[str, Any]:
+    """The trial's configuration: `config` (without [study]) with every target set; validated."""
+    trial = {k: copy.deepcopy(v) for k, v in config.items() if k != "study"}
+    for p in params:
+        slot, key = _target_slot(trial, p.target)
+        value = values[p.name]
+        slot[key] = int(value) if p.type == "int" else float(value)
+    return config_mod.validate(trial, source=config.get("_source", "<study>"))
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_param(name: str, table: Any, config: dict[str, Any]) -> StudyParam:
+    if not isinstance(table, dict):
+        raise ValueError("must be a table with low, high (and optional target, log, type, step)")
+    unknown = sorted(set(table) - set(PARAM_KEYS))
+    if unknown:
+        raise ValueError(f"unknown key {unknown[0]!r}; allowed keys: {', '.join(PARAM_KEYS)}")
+    target = table.get("target", None)
+    if target is None:
+        target = default_target(config, name)
+    if not isinstance(target, str):
+        raise ValueError(f"target must be a dotted path such as \"loss.s\", got {target!r}")
+    slot, key = _target_slot(config, target)
+    current = slot.get(key)
+    kind = table.get("type", "int" if isinstance(current, int) and not isinstance(current, bool)
+                     else "float")
+    if kind not in TYPES:
+        raise ValueError(f"type must be one of {', '.join(TYPES)}, got {kind!r}")
+    low, high = table.get("low"), table.get("high")
+    for k, v in (("low", low), ("high", high)):
+        if not _number(v) or (kind == "int" and float(v) != int(v)):
+            raise ValueError(f"{k} must be {'an integer' if kind == 'int' else 'a number'}, "
+                             f"got {v!r}")
+    if not low < high:
+        raise ValueError(f"low must be < high, got low={low}, high={high}")
+    use_log = table.get("log", False)
+    if not isinstance(use_log, bool):
+        raise ValueError(f"log must be true or false, got {use_log!r}")
+    if use_log and low <= 0:
+        raise ValueError(f"log = true needs low > 0, got low={low}")
+    step = table.get("step", None)
+    if step is not None:
+        if not _number(step) or step <= 0 or (kind == "int" and float(step) != int(step)):
+            raise ValueError(f"step must be a number > 0 (an integer for type int), got {step!r}")
+        if use_log:
+            raise ValueError("step and log = true exclude each other (Optuna samples either "
+                             "on a grid or on a log scale)")
+    if kind == "int":
+        low, high = int(low), int(high)
+        step = None if step is None else int(step)
+    else:
+        low, high = float(low), float(high)
+        step = None if step is None else float(step)
+    return StudyParam(name, target, low, high, use_log, kind, step)
+
+
+def check_section(raw: Any, config: dict[str, Any], source: str = "<config>") -> dict[str, Any]:
+    """Validate a [study] table against a resolved configuration; returns it with defaults filled.
+
+    Each parameter's low and high are applied to the configuration and validated, so a range
+    the loss or controller rejects is reported now, naming the file and the parameter.
+    """
+    if not isinstance(raw, dict):
+        raise ValueError(f"{source}: [study] must be a table")
+    unknown = sorted(set(raw) - set(STUDY_KEYS))
+    if unknown:
+        raise ValueError(f"{source}: unknown key study.{unknown[0]}; allowed keys in [study]: "
+                         f"{', '.join(STUDY_KEYS)}")
+    out: dict[str, Any] = {**STUDY_DEFAULTS, **{k: v for k, v in raw.items() if k != "params"}}
+    if out["pruner"] not in PRUNERS:
+        raise ValueError(f"{source}: study.pruner must be one of {', '.join(PRUNERS)}, "
+                         f"got {out['pruner']!r}")
+    for key in ("pruner_startup_trials", "pruner_warmup_epochs", "sampler_startup_trials"):
+        v = out[key]
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise ValueError(f"{source}: study.{key} must be an integer >= 0, got {v!r}")
+    tables = raw.get("params", {})
+    if not isinstance(tables, dict):
+        raise ValueError(f"{source}: study.params must be a table of parameter tables")
+    base = {k: v for k, v in config.items() if k != "study"}
+    params = []
+    for name, table in tables.items():
+        try:
+            p = _check_param(name, table, base)
+            for edge in (p.low, p.high):
+                apply_values(base, [p], {p.name: edge})
+        except ValueError as exc:
+            raise ValueError(f"{source}: study.params.{name}: {exc}") from None
+        params.append(p)
+    if params:
+        out["params"] = {p.name: p.as_table() for p in params}
+    return out
+
+
+def default_params(config: dict[str, Any]) -> list[StudyParam]:
+    """What a study varies without [study.params]: see the module docstring."""
+    controller = config["controller"]
+    params: list[StudyParam] = []
+    if controller["kind"] == "fixed":
+        if controller.get("schedule") is None:  # a replayed schedule overrides the init values
+            for name, spec in config["loss"].get("params", {}).items():
+                params.append(StudyParam(name, f"loss.params.{name}", float(spec["low"]),
+                                         float(spec["high"]), bool(spec.get("log", False))))
+        s = config["loss"].get("s")
+        if _number(s) and s > 0:
+            params.append(StudyParam("s", "loss.s", s / 2.0, s * 2.0, log=True))
+        return params
+    params.append(StudyParam("candidates", "controller.candidates",
+                             *SEARCHING_DEFAULT_CANDIDATES, type="int"))
+    for name, upper in (("sigma", 1.0), ("lr", math.inf)):
+        v = controller.get(name)
+        if _number(v) and v > 0:
+            params.append(StudyParam(name, f"controller.{name}", v / 3.0, min(3.0 * v, upper),
+                                     log=True))
+    return params
+
+
+def study_params(config: dict[str, Any]) -> list[StudyParam]:
+    """The [study.params] of a resolved configuration, or the defaults; ValueError if none."""
+    tables = config.get("study", {}).get("params")
+    if tables:
+        params = [StudyParam(name, **t) for name, t in tables.items()]
+    else:
+        params = default_params(config)
+    if not params:
+        raise ValueError(f"{config.get('_source', 'the search space')}: nothing to study (no "
+                         "[loss.params], no s, fixed controller); add [study.params.<name>] "
+                         "tables with low and high")
+    return params
+
+
+def study_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """Pruner and sampler settings: the [study] table's, or the defaults."""
+    return {**STUDY_DEFAULTS, **{k: v for k, v in config.get("study", {}).items()
+                                 if k != "params"}}
+
+
+def default_study_name(config: dict[str, Any]) -> str:
+    """<method>-<benchmark>, e.g. cosface-digits."""
+    return default_run_name(config).rsplit("-seed", 1)[0]
+
+
+# --------------------------------------------------------------------------------------------
+# storage, sampler, pruner
+# --------------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def _quiet_optuna():
+    """Optuna's per-trial INFO lines and experimental warnings off while we call it."""
+    import optuna
+
+    old = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            yield optuna
+    finally:
+        optuna.logging.set_verbosity(old)
+
+
+def mask_url(url: str) -> str:
+    """The storage URL with its password replaced by ***."""
+    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+
+
+def default_storage(folder: Path) -> str:
+    return f"sqlite:///{(folder / 'study.db').resolve()}"
+
+
+def open_storage(url: str):
+    """An Optuna storage for a URL: journal:PATH, sqlite:///FILE or any RDB URL."""
+    import sqlalchemy.exc
+
+    with _quiet_optuna() as optuna:
+        if url.startswith("journal:"):
+            path = url[len("journal:"):]
+            if not path:
+                raise ValueError("--storage journal:PATH needs a file path, e.g. "
+                                 "journal:runs/study.log")
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+            return JournalStorage(JournalFileBackend(path))
+        if "://" not in url:
+            raise ValueError(f"--storage {mask_url(url)!r} is not a storage; allowed: "
+                             "journal:PATH, sqlite:///FILE, postgresql://USER[:PASSWORD]@HOST"
+                             "[:PORT]/DB, mysql://... (any SQLAlchemy URL Optuna accepts)")
+        scheme = url.split("://", 1)[0]
+        dialect, _, driver = scheme.partition("+")
+        if dialect == "postgres":
+            raise ValueError(f"--storage {mask_url(url)!r}: write postgresql://..., "
+                             "SQLAlchemy does not know the postgres:// scheme")
+        if dialect == "postgresql":
+            url = _postgres_driver(url, driver)
+        kwargs: dict[str, Any]
+        if dialect == "sqlite":
+            db = url.split(":///", 1)[1] if ":///" in url else ""
+            if db and db != ":memory:":
+                Path(db).parent.mkdir(parents=True, exist_ok=True)
+            kwargs = {"engine_kwargs": {"connect_args": {"timeout": 60}}}
+        else:
+            kwargs = {"heartbeat_interval": HEARTBEAT_INTERVAL_S, "grace_period": HEARTBEAT_GRACE_S,
+                      "heartbeat_stale_trial_callback": requeue_trial,
+                      "engine_kwargs": {"pool_pre_ping": True}}
+        for attempt in range(6):
+            try:
+                return optuna.storages.RDBStorage(url, **kwargs)
+            except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+                # workers starting together on an empty database race to create its tables
+                if attempt == 5:
+                    raise
+                time.sleep(0.2 * (attempt + 1) + 0.1 * (os.getpid() % 7))
+            except (sqlalchemy.exc.SQLAlchemyError, ImportError) as exc:
+                text = str(exc).strip()
+                first = text.splitlines()[0] if text else type(exc).__name__
+                raise ValueError(f"--storage {mask_url(url)}: cannot open it: {first}") from None
+        raise AssertionError("unreachable")
+
+
+def _postgres_driver(url: str, driver: str) -> str:
+    """postgresql:// with an installed driver: SQLAlchemy's default (psycopg2 before 2.1,
+    psycopg 3 since), else whichever of psycopg2 / psycopg is installed."""
+    if driver:
+        if driver in ("psycopg2", "psycopg") and find_spec(driver) is None:
+            raise ValueError(f"--storage {mask_url(url)}: the PostgreSQL driver {driver!r} is "
+                             "not installed; pip install 'lfsearch[postgres]' (psycopg2-binary) "
+                             "or psycopg[binary]")
+        return url
+    from sqlalchemy.engine import make_url
+
+    default = make_url(url).get_dialect().driver
+    for module in (default, "psycopg2", "psycopg"):
+        if module in ("psycopg2", "psycopg") and find_spec(module) is not None:
+            return url if module == default else f"postgresql+{module}://" + url.split("://", 1)[1]
+    raise ValueError(f"--storage {mask_url(url)}: no PostgreSQL driver is installed; "
+                     "pip install 'lfsearch[postgres]' (psycopg2-binary) or psycopg[binary]")
+
+
+def _per_trial_tpe(seed: int, n_startup_trials: int):
+    """TPE whose random stream for trial n is seeded from (seed, n).
+
+    Samples depend only on the seed, the trial number and the study's history, so one worker
+    reproduces a study exactly, and workers sharing a storage (each with its own trial
+    numbers) never draw the same random points.
+    """
+    import optuna
+
+    class PerTrialSeededTPE(optuna.samplers.BaseSampler):
+        def __init__(self) -> None:
+            self._samplers: dict[int, Any] = {}
+
+        def _for(self, number: int):
+            if number not in self._samplers:
+                if len(self._samplers) > 8:
+                    self._samplers.pop(next(iter(self._samplers)))
+                with _quiet_optuna():
+                    self._samplers[number] = optuna.samplers.TPESampler(
+                        seed=derive_seed(seed, "study-sampler", number),
+                        n_startup_trials=n_startup_trials, constant_liar=True)
+            return self._samplers[number]
+
+        def infer_relative_search_space(self, study, trial):
+            return self._for(trial.number).infer_relative_search_space(study, trial)
+
+        def sample_relative(self, study, trial, search_space):
+            return self._for(trial.number).sample_relative(study, trial, search_space)
+
+        def sample_independent(self, study, trial, param_name, param_distribution):
+            with _quiet_optuna():
+                return self._for(trial.number).sample_independent(study, trial, param_name,
+                                                                  param_distribution)
+
+        def before_trial(self, study, trial):
+            self._for(trial.number).before_trial(study, trial)
+
+        def after_trial(self, study, trial, state, values):
+            self._for(trial.number).after_trial(study, trial, state, values)
+
+    return PerTrialSeededTPE()
+
+
+def _pruner(settings: dict[str, Any]):
+    import optuna
+
+    if settings["pruner"] == "none":
+        return optuna.pruners.NopPruner()
+    return optuna.pruners.MedianPruner(n_startup_trials=settings["pruner_startup_trials"],
+                                       n_warmup_steps=settings["pruner_warmup_epochs"])
+
+
+# --------------------------------------------------------------------------------------------
+# workers and stale trials
+# --------------------------------------------------------------------------------------------
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def worker_id() -> str:
+    """host:pid of this process, recorded on every trial it runs."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _pid_alive(pid: int) -> bool:
+    if os.name != "posix":
+        return True  # no safe probe: leave such trials to the user (or to heartbeats)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie has exited: it only waits to be reaped
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _is_stale(trial: Any, now: _dt.datetime) -> bool:
+    """A RUNNING trial whose worker ran on this machine and is gone (or never registered)."""
+    worker = trial.user_attrs.get("worker")
+    if worker is None:
+        start = trial.datetime_start or now
+        return (now - start).total_seconds() > STALE_WITHOUT_WORKER_S
+    host, _, pid = str(worker).rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False  # another machine's worker: heartbeats (RDB storages) decide
+    if trial.user_attrs.get("worker_boot", "") != _boot_id():
+        return True  # this machine rebooted since
+    return not _pid_alive(int(pid))
+
+
+def requeue_trial(study: Any, trial: Any) -> None:
+    """Queue a failed trial's values again (a heartbeat's stale-trial callback too)."""
+    if trial.params:
+        with _quiet_optuna():
+            study.enqueue_trial(dict(trial.params), user_attrs={"retry_of": trial.number})
+
+
+def recover_stale_trials(study: Any, target: int | None = None) -> list[int]:
+    """Mark stale RUNNING trials FAIL and queue their values again; returns their numbers.
+
+    A trial is stale when the worker that runs it was a process of this machine that no
+    longer exists. RDB storages with heartbeats also fail other machines' silent workers.
+    Values are queued again only while the study still needs trials (target).
+    """
+    import optuna
+    from optuna.trial import TrialState
+
+    with _quiet_optuna():
+        optuna.storages.fail_stale_trials(study)  # heartbeats (a no-op without them)
+    now = _dt.datetime.now()
+    failed = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if not _is_stale(trial, now):
+            continue
+        with _quiet_optuna():
+            frozen = study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+        if frozen.state != TrialState.FAIL:
+            continue
+        failed.append(trial.number)
+        log.warning("trial %d was left running by %s, which is gone: marked FAIL",
+                    trial.number, trial.user_attrs.get("worker", "an unknown worker"))
+        if target is None or _count(study, ("COMPLETE", "PRUNED", "RUNNING", "WAITING")) < target:
+            requeue_trial(study, trial)
+    return failed
+
+
+def _count(study: Any, states: tuple[str, ...]) -> int:
+    from optuna.trial import TrialState
+
+    return len(study.get_trials(deepcopy=False, states=tuple(TrialState[s] for s in states)))
+
+
+# --------------------------------------------------------------------------------------------
+# the study
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class StudyEvent:
+    """Progress of a study: a trial started ('trial_start'), an epoch of it ended ('epoch'), or
+    it finished ('trial_end', with its state COMPLETE | PRUNED | FAIL)."""
+
+    kind: str
+    trial: int
+    params: dict[str, Any] = field(default_factory=dict)
+    epoch: int | None = None
+    epochs: int | None = None
+    value: float | None = None
+    state: str | None = None
+    seconds: float | None = None
+    finished: int = 0
+    target: int = 0
+
+
+def _fingerprint(config: dict[str, Any], params: list[StudyParam]) -> str:
+    """What defines a study's problem: the configuration (without its device) and parameters."""
+    clean = {k: v for k, v in config.items() if not k.startswith("_") and k != "study"}
+    clean = json.loads(json.dumps(clean))
+    clean["run"].pop("device", None)
+    clean["study_params"] = {p.name: p.as_table() for p in params}
+    return json.dumps(clean, sort_keys=True)
+
+
+def _check_identity(study: Any, fingerprint: str, storage_label: str) -> None:
+    stored = study.user_attrs.get("lfsearch_config")
+    if stored is None:
+        study.set_user_attr("lfsearch_config", fingerprint)
+        study.set_user_attr("lfsearch_version", lfsearch.__version__)
+        return
+    if stored != fingerprint:
+        old, new = _flatten(json.loads(stored)), _flatten(json.loads(fingerprint))
+        changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        raise ValueError(f"study {study.study_name!r} in {storage_label} was created with another "
+                         f"configuration (differs in {', '.join(changed) or 'its settings'}); run "
+                         "the same command to continue it, or give another --study-name")
+
+
+def _flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def run_study(space: str | os.PathLike, *, trials: int, benchmark: str | None = None,
+              epochs: int | None = None, model: str | None = None, seed: int | None = None,
+              device: str | None = None, storage: str | None = None,
+              study_name: str | None = None, out: str | os.PathLike | None = None,
+              pruner: str | None = None, runs_dir: str | os.PathLike = "runs",
+              progress: Callable[[StudyEvent], None] | None = None) -> dict[str, Any]:
+    """Run (or continue) an Optuna study over a search space until `trials` trials are finished.
+
+    Returns the summary written to <out>/study.json. Several processes may call this at once
+    with the same storage and study name; each takes trials until the study has `trials`
+    finished (complete + pruned) ones.
+    """
+    import optuna
+    from optuna.trial import TrialState
+
+    if not isinstance(trials, int) or isinstance(trials, bool) or trials < 1:
+        raise ValueError(f"--trials must be an integer >= 1 (got {trials!r})")
+    if pruner is not None and pruner not in PRUNERS:
+        raise ValueError(f"--pruner must be one of {', '.join(PRUNERS)} (got {pruner!r})")
+    config = config_mod.resolve(config_mod.load(space), benchmark=benchmark, epochs=epochs,
+                                model=model, seed=seed, device=device)
+    params = study_params(config)
+    settings = study_settings(config)
+    if pruner is not None:
+        settings["pruner"] = pruner
+    name = study_name if study_name is not None else default_study_name(config)
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError("--study-name must be a non-empty name")
+    folder = Path(out) if out is not None else Path(runs_dir) / _safe(name)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"--out {folder} exists and is not a folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    url = storage if storage is not None else default_storage(folder)
+    storage_obj = open_storage(url)
+    label = mask_url(url)
+    run_seed = config["run"]["seed"]
+
+    with _quiet_optuna():
+        study = optuna.create_study(
+            storage=storage_obj, study_name=name, direction="maximize", load_if_exists=True,
+            sampler=_per_trial_tpe(run_seed, settings["sampler_startup_trials"]),
+            pruner=_pruner(settings))
+    if study.direction != optuna.study.StudyDirection.MAXIMIZE:
+        raise ValueError(f"study {name!r} in {label} minimises; lfsearch studies maximise the "
+                         "validation reward: give another --study-name")
+    _check_identity(study, _fingerprint(config, params), label)
+    recovered = recover_stale_trials(study, target=trials)
+
+    current: dict[str, Any] = {}
+
+    def emit(event: StudyEvent) -> None:
+        if progress is not None:
+            progress(event)
+
+    def objective(trial: Any) -> float:
+        trial.set_user_attr("worker", worker_id())
+        trial.set_user_attr("worker_boot", _boot_id())
+        current["number"] = trial.number
+        values = {p.name: p.suggest(trial) for p in params}
+        trial_config = apply_values(config, params, values)
+        run_dir = folder / "trials" / str(trial.number)
+        if run_dir.exists():
+            log.warning("trial folder %s exists (an older study in the same folder?): replaced",
+                        run_dir)
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True)
+        trial.set_user_attr("run_dir", str(run_dir.resolve()))
+        emit(StudyEvent("trial_start", trial.number, dict(values),
+                        finished=_count(study, FINISHED), target=trials))
+
+        def on_progress(event: Any) -> None:
+            if event.kind != "epoch":
+                return
+            last = event.epoch == event.epochs - 1
+            if math.isfinite(event.reward):
+                trial.report(float(event.reward), event.epoch)
+            emit(StudyEvent("epoch", trial.number, dict(values), epoch=event.epoch,
+                            epochs=event.epochs, value=float(event.reward), target=trials))
+            if not last and trial.should_prune():
+                raise optuna.TrialPruned(f"epoch {event.epoch + 1}/{event.epochs}: validation "
+                                         f"reward {event.reward:.4f} below the median of the "
+                                         "earlier trials at that epoch")
+
+        results = Search(trial_config, run_dir, on_progress).run()
+        metric = results.get("test_metric")
+        if metric is not None and metric in results.get("test", {}):
+            trial.set_user_attr(f"test_{metric}", float(results["test"][metric]))
+        if "candidate_epochs" in results:
+            trial.set_user_attr("candidate_epochs", int(results["candidate_epochs"]))
+        value = results.get("final_validation_reward")
+        return float("nan") if value is None else float(value)
+
+    def after_trial(study: Any, frozen: Any) -> None:
+        finished = _count(study, FINISHED)
+        emit(StudyEvent("trial_end", frozen.number, dict(frozen.params), value=frozen.value,
+                        state=frozen.state.name, finished=finished, target=trials,
+                        seconds=frozen.duration.total_seconds() if frozen.duration else None))
+        try:
+            write_csv(study, folder)
+        except OSError as exc:  # a busy file system must not end the study
+            log.warning("could not write %s: %s", folder / "trials.csv", exc)
+        # the global cap: stop once finished + running trials (of every worker) reach it
+        if _count(study, ("COMPLETE", "PRUNED", "RUNNING")) >= trials:
+            study.stop()
+
+    remaining = trials - _count(study, ("COMPLETE", "PRUNED", "RUNNING"))
+    t0 = time.perf_counter()
+    try:
+        if remaining > 0:
+            with _quiet_optuna():
+                study.optimize(objective, n_trials=remaining, callbacks=[after_trial],
+                               catch=())
+    except BaseException as exc:  # the trial is FAIL (Optuna); an interrupted one runs again
+        number = current.get("number")
+        if isinstance(exc, KeyboardInterrupt) and number is not None:
+            frozen = study.get_trials(deepcopy=False)
+            frozen = next((t for t in frozen if t.number == number), None)
+            if frozen is not None and frozen.state == TrialState.FAIL and \
+                    _count(study, ("COMPLETE", "PRUNED", "RUNNING", "WAITING")) < trials:
+                requeue_trial(study, frozen)
+        with contextlib.suppress(Exception):
+            export(study, folder, config, params, settings, label, trials)
+        raise
+    summary = export(study, folder, config, params, settings, label, trials)
+    summary["recovered_trials"] = recovered
+    summary["seconds_this_worker"] = round(time.perf_counter() - t0, 3)
+    return summary
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip("_") or "study"
+
+
+# --------------------------------------------------------------------------------------------
+# outputs: trials.csv, figures, study.json, best.toml
+# --------------------------------------------------------------------------------------------
+
+def trials_table(study: Any):
+    """One row per trial: number, state, value, start/end, duration_s, params_*, user_attrs_*,
+    epochs_reported (how many epochs reported a reward: fewer than E for a pruned trial)."""
+    import pandas as pd
+
+    frame = study.trials_dataframe(attrs=("number", "state", "value", "datetime_start",
+                                          "datetime_complete", "duration", "params",
+                                          "user_attrs"))
+    if frame.empty:
+        return pd.DataFrame(columns=["number", "state", "value", "duration_s"])
+    if "duration" in frame:
+        frame.insert(frame.columns.get_loc("duration"), "duration_s",
+                     frame["duration"].dt.total_seconds())
+        frame = frame.drop(columns=["duration"])
+    reported = {t.number: len(t.intermediate_values) for t in study.get_trials(deepcopy=False)}
+    frame["epochs_reported"] = frame["number"].map(reported)
+    return frame
+
+
+def write_csv(study: Any, folder: Path) -> Path:
+    path = folder / "trials.csv"
+    config_mod.atomic_write_text(path, trials_table(study).to_csv(index=False))
+    return path
+
+
+def _title(ax: Any, text: str) -> None:
+    """Replace Optuna's own title (it uses the left slot for some plots) by ours."""
+    for loc in ("left", "right"):
+        ax.set_title("", loc=loc)
+    ax.set_title(text)
+
+
+def _save(ax: Any, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig = ax.figure
+    fig.set_size_inches(8, 5)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def write_figures(study: Any, folder: Path, params: list[StudyParam], seed: int) -> list[Path]:
+    """Optuna's matplotlib plots as PNG: optimisation history, intermediate values (the
+    per-epoch rewards the pruner judged; when trials ran >= 2 epochs) and, with >= 2
+    parameters and MIN_TRIALS_FOR_IMPORTANCE complete trials, the fANOVA importances."""
+    from matplotlib.ticker import MaxNLocator
+    from optuna.importance import FanovaImportanceEvaluator
+    from optuna.trial import TrialState
+    from optuna.visualization import matplotlib as ovm
+
+    figures = folder / "figures"
+    figures.mkdir(parents=True, exist_ok=True)
+    written = []
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    with _quiet_optuna():
+        if complete:
+            ax = ovm.plot_optimization_history(study, target_name="validation reward")
+            _title(ax, f"{study.study_name}: optimisation history")
+            ax.set_xlabel("trial")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            _save(ax, figures / "optimization_history.png")
+            written.append(figures / "optimization_history.png")
+        if any(len(t.intermediate_values) >= 2 for t in study.get_trials(deepcopy=False)):
+            ax = ovm.plot_intermediate_values(study)
+            _title(ax, f"{study.study_name}: validation reward per epoch (pruned trials stop)")
+            ax.set_xlabel("epoch (0 = first, as in epochs.csv)")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set_ylabel("validation reward")
+            if ax.get_legend() is not None and len(study.trials) > 12:
+                ax.get_legend().remove()
+            _save(ax, figures / "intermediate_values.png")
+            written.append(figures / "intermediate_values.png")
+        if len(params) >= 2 and len(complete) >= MIN_TRIALS_FOR_IMPORTANCE:
+            try:
+                ax = ovm.plot_param_importances(
+                    study, evaluator=FanovaImportanceEvaluator(seed=seed),
+                    target_name="validation reward")
+            except (ValueError, RuntimeError) as exc:
+                log.warning("parameter importances not plotted: %s", exc)
+            else:
+                _title(ax, f"{study.study_name}: parameter importances (fANOVA)")
+                _save(ax, figures / "param_importances.png")
+                written.append(figures / "param_importances.png")
+    return written
+
+
+def export(study: Any, folder: Path, config: dict[str, Any], params: list[StudyParam],
+           settings: dict[str, Any], storage_label: str, target: int) -> dict[str, Any]:
+    """trials.csv, figures/*.png, study.json and best.toml (the best values applied to the
+    space, re-runnable with `lfsearch search`); returns the study.json summary."""
+    from optuna.trial import TrialState
+
+    write_csv(study, folder)
+    figures = write_figures(study, folder, params, config["run"]["seed"])
+    all_trials = study.get_trials(deepcopy=False)
+    counts = {s.name: sum(t.state == s for t in all_trials) for s in TrialState}
+    summary: dict[str, Any] = {
+        "study_name": study.study_name, "storage": storage_label, "folder": str(folder),
+        "direction": "maximize",
+        "objective": "final validation reward (reward of the chosen candidate, last epoch)",
+        "method": config["method"]["name"], "benchmark": config["training"]["benchmark"],
+        "epochs": config["training"]["epochs"], "seed": config["run"]["seed"],
+        "target_trials": target, "finished_trials": counts["COMPLETE"] + counts["PRUNED"],
+        "states": {k: v for k, v in counts.items() if v},
+        "params": {p.name: p.as_table() for p in params}, "settings": settings,
+        "figures": [str(p.relative_to(folder)) for p in figures], "best": None,
+        "lfsearch": lfsearch.__version__,
+    }
+    complete = [t for t in all_trials if t.state == TrialState.COMPLETE]
+    if complete:
+        best = study.best_trial
+        summary["best"] = {"number": best.number, "value": best.value, "params": best.params,
+                           "run_dir": best.user_attrs.get("run_dir"),
+                           **{k: v for k, v in best.user_attrs.items() if k.startswith("test_")}}
+        if set(best.params) == {p.name for p in params}:
+            best_config = apply_values(config, params, best.params)
+            best_config["method"] = {
+                "name": f"{config['method']['name']}-study-best",
+                "description": f"Best trial {best.number} of study {study.study_name!r} "
+                               f"(validation reward {best.value:.4f}): "
+                               + ", ".join(f"{k} = {v:.6g}" for k, v in best.params.items()),
+            }
+            config_mod.dump(best_config, folder / "best.toml")
+    config_mod.atomic_write_text(folder / "study.json",
+                                 json.dumps(summary, indent=2, default=str) + "\n")
+    return summary
+
+
+__all__ = ["StudyParam", "StudyEvent", "run_study", "study_params", "default_params",
+           "check_section", "apply_values", "open_storage", "recover_stale_trials",
+           "requeue_trial", "trials_table", "write_figures", "export", "mask_url", "worker_id"]
