@@ -22,6 +22,7 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
 import time
 import zlib
 from dataclasses import dataclass
@@ -406,3 +407,13 @@ def search(space: str | os.PathLike, *, benchmark: str | None = None, epochs: in
                 out.rmdir()  # nothing half-written is left behind for bad input
             raise
         return runner.run(resume=resume)
+
+
+class _CallableModule(type(os)):
+    """Lets Python users write `lfsearch.search(...)` for `lfsearch.search.search(...)`."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        return search(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
