@@ -57,6 +57,8 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "lr_schedule": "cosine",
     "lr_steps": [],
     "lr_gamma": 0.1,
+    "packing": "auto",   # auto | sequential | packed (auto: packed on CUDA, sequential on CPU)
+    "compile": False,    # torch.compile the backbone (worth it on a GPU for long runs)
 }
 RUN_DEFAULTS: dict[str, Any] = {"seed": 0, "device": "auto"}
 
@@ -231,6 +233,10 @@ def validate(raw: dict[str, Any], source: str = "<config>") -> dict[str, Any]:
              f"one of {', '.join(OPTIMIZERS)} (got {training['optimizer']!r})")
     _require(training["lr_schedule"] in LR_SCHEDULES, source, "training.lr_schedule",
              f"one of {', '.join(LR_SCHEDULES)} (got {training['lr_schedule']!r})")
+    _require(training["packing"] in ("auto", "sequential", "packed"), source, "training.packing",
+             f"one of auto, sequential, packed (got {training['packing']!r})")
+    _require(isinstance(training["compile"], bool), source, "training.compile",
+             f"true or false (got {training['compile']!r})")
     _require(isinstance(training["benchmark"], str) and training["benchmark"], source,
              "training.benchmark", "a benchmark spec such as digits or mnist:DIR")
     config["training"] = training

@@ -34,7 +34,7 @@ import torch
 
 import lfsearch
 from lfsearch import config as config_mod
-from lfsearch import controllers, data, distributed, evaluate, losses, models, population
+from lfsearch import controllers, data, distributed, evaluate, losses, models, packing, population
 
 log = logging.getLogger(__name__)
 
@@ -203,11 +203,15 @@ class Search:
 
     def run_epoch(self, trainee: population.Trainee, start: dict[str, Any], epoch: int,
                   params: list[dict[str, float]], on_candidate) -> list[population.CandidateResult]:
-        """Train and reward this epoch's candidates (sequentially, one after another); under
-        torchrun rank r trains candidates i ≡ r (mod K) and every rank gets every result."""
+        """Train and reward this epoch's candidates: one after another, or packed together
+        ([training] packing; auto = packed on CUDA only). Under torchrun rank r trains the
+        candidates i ≡ r (mod K) and every rank gets every result."""
         def train(indices, on_candidate):
-            return population.run_epoch_sequential(
-                trainee, start, [params[i] for i in indices], train=self.benchmark.train,
+            training = self.config["training"]
+            return packing.run_epoch(
+                training["packing"], trainee, start, [params[i] for i in indices],
+                accel=packing.Accel.for_device(self.device, compile=training["compile"]),
+                train=self.benchmark.train,
                 validations=self.validations, batch_size=self.config["training"]["batch_size"],
                 lr=self.lr_at(epoch), data_seed=derive_seed(self.seed, "data", epoch),
                 candidate_seeds=[derive_seed(self.seed, "candidate", epoch, i) for i in indices],

@@ -225,3 +225,23 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_results(tmp_path):
         (tmp_path / "whole" / "results.json").read_text()
     manifest = json.loads((tmp_path / "killed" / "manifest.json").read_text())
     assert manifest["status"] == "complete" and len(manifest["resumed"]) == 1
+
+
+def test_packed_and_sequential_searches_agree(tmp_path):
+    from lfsearch.search import Search
+
+    frames = {}
+    for mode in ("sequential", "packed"):
+        config = config_mod.resolve(config_mod.load("search_softmax"), epochs=2, candidates=3,
+                                    seed=2, device="cpu")
+        config["training"]["packing"] = mode
+        config = config_mod.validate(config, source="test")
+        out = tmp_path / mode
+        out.mkdir()
+        Search(config, out).run()
+        frames[mode] = pd.read_csv(out / "epochs.csv")
+    seq, packed = frames["sequential"], frames["packed"]
+    assert seq["a"].tolist() == packed["a"].tolist()  # the same controller samples
+    assert packed["reward"].tolist() == pytest.approx(seq["reward"].tolist(), abs=2e-3)
+    assert packed["train_loss"].tolist() == pytest.approx(seq["train_loss"].tolist(), rel=1e-4)
+    assert packed["chosen"].tolist() == seq["chosen"].tolist()

@@ -1,0 +1,362 @@
+"""Training an epoch's M candidates together on one device ("packing").
+
+The M candidates of an epoch start from the same state and see the same batches; they differ
+only in their loss parameters. `run_epoch_packed` trains them in one pass per batch, with the
+same signature and results as `population.run_epoch_sequential`:
+
+  backbone   the M copies' parameters and buffers are stacked (leading dimension M) and the
+             backbone runs once per batch under ``torch.func.vmap(functional_call(model, ...))``:
+             each convolution becomes one grouped convolution (groups = M), BatchNorm keeps M
+             sets of running statistics, linear layers become batched matmuls;
+  loss       every candidate keeps its own loss module (its own a, m, s, ..., buffers and step
+             counters) and its own class head, a separate tensor; the embeddings are detached at
+             the backbone/loss boundary and each candidate's loss is computed and
+             back-propagated on its own, so at most one N x C logit matrix is alive at a time
+             (a 100 000-class head costs one N x C matrix, not M); the backbone then gets one
+             backward with the M embedding gradients stacked;
+  optimiser  one optimiser of the trainee's class and hyper-parameters over the stacked
+             backbone tensors and the M heads. SGD, Adam and AdamW update element by element,
+             so a stacked tensor's step is exactly M independent steps; the optimiser state
+             (momentum, Adam moments) starts as the start state repeated M times.
+
+The numbers match the one-after-another path up to float rounding: the grouped convolution
+sums in another order than M separate ones (differences ~1e-7 relative per step); the
+optimiser arithmetic is the same element by element. Differences from the reference path:
+random operations inside the backbone (dropout) draw different masks per candidate
+(``vmap(randomness="different")``), not the masks of candidate_seeds; the loss checks its
+inputs (label range, finite embeddings) on the first batch only (a host sync per call); a
+candidate whose loss turns non-finite stops taking steps (status "diverged", reward 0) while
+the others go on, as in the reference.
+
+Device options (`Accel`): bf16 autocast, channels_last images and torch.compile of the
+packed backbone are what a GPU wants; `Accel.for_device` turns them on for CUDA only, and
+they do nothing on CPU unless asked for. `run_epoch(mode, ...)` chooses the path:
+"sequential", "packed", or "auto" = sequential on CPU (measured: packing does not pay on a
+2-core CPU, see benchmarks/README.md) and packed on CUDA.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import functools
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, vmap
+
+from lfsearch import data, population
+from lfsearch.population import CandidateResult, Trainee, Validation
+
+MODES = ("auto", "sequential", "packed")
+#: Optimisers whose update is element-wise, so that one stacked step is M independent steps.
+ELEMENTWISE_OPTIMIZERS = (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW)
+_STEP_KEYS = ("step",)  # optimiser state shared by every element (a scalar), never stacked
+
+
+@dataclass(frozen=True)
+class Accel:
+    """Device options of the training step.
+
+    autocast: dtype for ``torch.autocast`` around forward and loss (None: full precision);
+    channels_last: images (and, on the sequential path, the backbone) in channels-last
+    memory format; compile: ``torch.compile`` the backbone (packed: the vmapped backbone
+    function, compiled once per model; sequential: ``model.compile()`` in place).
+    """
+
+    autocast: torch.dtype | None = None
+    channels_last: bool = False
+    compile: bool = False
+
+    @staticmethod
+    def for_device(device: torch.device | str, *, compile: bool = False) -> "Accel":
+        """bf16 autocast and channels_last on CUDA; nothing on CPU (where neither pays)."""
+        if torch.device(device).type == "cuda":
+            return Accel(autocast=torch.bfloat16, channels_last=True, compile=compile)
+        return Accel(compile=compile)
+
+
+def resolve_mode(mode: str, device: torch.device | str) -> str:
+    """auto -> 'packed' on CUDA, 'sequential' elsewhere; 'sequential'/'packed' as given."""
+    if mode not in MODES:
+        raise ValueError(f"training.packing {mode!r} is not known; allowed: {', '.join(MODES)}")
+    if mode == "auto":
+        return "packed" if torch.device(device).type == "cuda" else "sequential"
+    return mode
+
+
+def _autocast(device: torch.device, accel: Accel):
+    if accel.autocast is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=accel.autocast)
+
+
+def _images(images: Tensor, accel: Accel) -> Tensor:
+    if accel.channels_last and images.dim() == 4:
+        return images.contiguous(memory_format=torch.channels_last)
+    return images
+
+
+def _stack(t: Tensor, m: int) -> Tensor:
+    """t repeated m times along a new leading dimension (a fresh tensor)."""
+    return t.detach().unsqueeze(0).expand(m, *t.shape).clone()
+
+
+def _share_parameters_copy(module: nn.Module) -> nn.Module:
+    """A deep copy of `module` whose parameters are the original Parameter objects (not
+    copied: the packed path always passes its own tensors in their place)."""
+    return copy.deepcopy(module, memo={id(p): p for p in module.parameters()})
+
+
+def _one_backbone(model: nn.Module, params: dict, buffers: dict, images: Tensor) -> Tensor:
+    return functional_call(model, (params, buffers), (images,))
+
+
+#: The packed backbone: the model, its stacked parameters and buffers, one batch of images
+#: (shared by every candidate) -> (M, N, D) embeddings.
+_packed = vmap(_one_backbone, in_dims=(None, 0, 0, None), randomness="different")
+_compiled: list[Callable] = []  # torch.compile(_packed), made on first use (guards per model)
+
+
+def _packed_forward(compile: bool) -> Callable:
+    if not compile:
+        return _packed
+    if not _compiled:
+        _compiled.append(torch.compile(_packed))
+    return _compiled[0]
+
+
+class PackedPopulation:
+    """M candidates' stacked backbone, their own loss modules and heads, one optimiser.
+
+    Built from a trainee and a start state; `train_epoch` trains all of them on the same
+    batches; `load_candidate(i)` puts candidate i's backbone, loss and optimiser state back
+    into the trainee (for evaluation, or to save it).
+    """
+
+    def __init__(self, trainee: Trainee, start: dict[str, Any], params: list[dict[str, float]],
+                 *, lr: float, accel: Accel = Accel()) -> None:
+        if not isinstance(trainee.optimizer, ELEMENTWISE_OPTIMIZERS):
+            raise ValueError(f"packed training needs an element-wise optimiser; got "
+                             f"{type(trainee.optimizer).__name__} (allowed: sgd, adam, adamw); "
+                             "use training.packing = 'sequential'")
+        self.trainee, self.accel, self.m = trainee, accel, len(params)
+        m = self.m
+        trainee.load(start)
+        for group in trainee.optimizer.param_groups:
+            group["lr"] = lr
+        self.groups = copy.deepcopy(trainee.optimizer.state_dict()["param_groups"])
+        model, loss = trainee.model, trainee.loss
+        model.train()
+        self.params = {n: _stack(p, m).requires_grad_(p.requires_grad)
+                       for n, p in model.named_parameters()}
+        self.buffers = {n: _stack(b, m) for n, b in model.named_buffers()}
+        # every candidate: its own loss module (own searched values, buffers, counters) and
+        # its own head tensors, passed to the module in place of its parameters
+        self.losses: list[nn.Module] = []
+        self.heads: list[dict[str, Tensor]] = []
+        for values in params:
+            own = _share_parameters_copy(loss)
+            # set_params before the head is copied: a searched value kept in a parameter
+            # (l2_softmax's learned alpha) is written into the shared parameter
+            own.set_params(**values)
+            own.train()
+            self.losses.append(own)
+            self.heads.append({n: p.detach().clone().requires_grad_(p.requires_grad)
+                               for n, p in loss.named_parameters()})
+        # where each optimiser parameter lives: ("model", name) or ("loss", name)
+        where = {id(p): ("model", n) for n, p in model.named_parameters()}
+        where.update({id(p): ("loss", n) for n, p in loss.named_parameters()})
+        self.slots: list[tuple[str, str]] = []
+        groups = []
+        for group in trainee.optimizer.param_groups:
+            tensors = []
+            for p in group["params"]:
+                if id(p) not in where:
+                    raise ValueError("the optimiser holds a tensor that is neither a backbone "
+                                     "nor a loss parameter; packed training cannot stack it")
+                kind, name = where[id(p)]
+                self.slots.append((kind, name))
+                tensors += ([self.params[name]] if kind == "model"
+                            else [h[name] for h in self.heads])
+            groups.append({**{k: v for k, v in group.items() if k != "params"}, "params": tensors})
+        self.optimizer = type(trainee.optimizer)(groups)
+        # the start optimiser state, repeated M times
+        originals = [p for g in trainee.optimizer.param_groups for p in g["params"]]
+        for p, (kind, name) in zip(originals, self.slots):
+            state = trainee.optimizer.state.get(p)
+            if not state:
+                continue
+            if kind == "model":
+                self.optimizer.state[self.params[name]] = {
+                    k: (_stack(v, m) if self._stacked(k, v, p) else _clone(v))
+                    for k, v in state.items()}
+            else:
+                for h in self.heads:
+                    self.optimizer.state[h[name]] = {k: _clone(v) for k, v in state.items()}
+        self.forward = functools.partial(_packed_forward(accel.compile), model)
+
+    @staticmethod
+    def _stacked(key: str, value: Any, param: Tensor) -> bool:
+        return (key not in _STEP_KEYS and isinstance(value, Tensor)
+                and value.shape == param.shape)
+
+    def train_epoch(self, train: data.LabelledImages, *, batch_size: int,
+                    generator: torch.Generator, augment: str = "none",
+                    ) -> list[tuple[float, str]]:
+        """One epoch for every candidate; (mean training loss, status) per candidate."""
+        m = self.m
+        totals, count = [0.0] * m, 0
+        alive = [True] * m
+        first = True
+        drop_last = len(train) > batch_size  # as the reference path
+        device = train.images.device
+        for images, labels in data.batches(train, batch_size, generator=generator,
+                                           augment=augment, drop_last=drop_last):
+            if not any(alive):
+                break
+            self.optimizer.zero_grad(set_to_none=True)
+            with _autocast(device, self.accel):
+                emb = self.forward(self.params, self.buffers, _images(images, self.accel))
+            cut = [emb[i].detach().requires_grad_() for i in range(m)]
+            values = []
+            for i in range(m):
+                if not alive[i]:
+                    values.append(None)
+                    continue
+                with _autocast(device, self.accel):
+                    value = functional_call(self.losses[i], self.heads[i], (cut[i], labels))
+                value.backward()
+                values.append(value.detach())
+            # one host sync per step for all candidates
+            now = torch.stack([v for v in values if v is not None]).float().tolist()
+            it = iter(now)
+            for i in range(m):
+                if alive[i]:
+                    v = next(it)
+                    if math.isfinite(v):
+                        totals[i] += v * len(labels)
+                    else:
+                        alive[i] = False  # it takes no step with that loss
+                        cut[i].grad = None
+                        for h in self.heads[i].values():
+                            h.grad = None
+            grads = torch.stack([c.grad if c.grad is not None else torch.zeros_like(c)
+                                 for c in cut])
+            emb.backward(grads)
+            self.optimizer.step()
+            count += len(labels)
+            if first:  # inputs checked once; later calls skip the host-syncing checks
+                first = False
+                for own in self.losses:
+                    for mod in own.modules():
+                        if hasattr(mod, "validate"):
+                            mod.validate = False
+        out = []
+        for i in range(m):
+            if alive[i]:
+                out.append((totals[i] / max(count, 1), "ok"))
+            else:
+                out.append((float("nan"), "diverged"))
+        return out
+
+    def candidate_state(self, i: int) -> dict[str, Any]:
+        """Candidate i's {"model", "loss", "optimizer"} state dicts (views, not copies)."""
+        model_sd = {**{n: p[i].detach() for n, p in self.params.items()},
+                    **{n: b[i] for n, b in self.buffers.items()}}
+        loss_sd = self.losses[i].state_dict()
+        for n, h in self.heads[i].items():
+            loss_sd[n] = h.detach()
+        opt_sd = {"param_groups": copy.deepcopy(self.groups), "state": {}}
+        for index, (kind, name) in enumerate(self.slots):
+            if kind == "model":
+                state = self.optimizer.state.get(self.params[name])
+                if state:
+                    p = self.params[name]
+                    opt_sd["state"][index] = {
+                        k: (v[i] if isinstance(v, Tensor) and k not in _STEP_KEYS
+                            and v.shape == p.shape else v) for k, v in state.items()}
+            else:
+                state = self.optimizer.state.get(self.heads[i][name])
+                if state:
+                    opt_sd["state"][index] = dict(state)
+        return {"model": model_sd, "loss": loss_sd, "optimizer": opt_sd}
+
+    def load_candidate(self, i: int) -> None:
+        """Load candidate i into the trainee (backbone, loss and optimiser)."""
+        state = self.candidate_state(i)
+        self.trainee.model.load_state_dict(state["model"])
+        self.trainee.loss.load_state_dict(state["loss"])
+        self.trainee.optimizer.load_state_dict(state["optimizer"])
+
+
+def _clone(v: Any) -> Any:
+    return v.detach().clone() if isinstance(v, Tensor) else copy.deepcopy(v)
+
+
+def run_epoch_packed(trainee: Trainee, start: dict[str, Any], params: list[dict[str, float]], *,
+                     train: data.LabelledImages, validations: list[Validation], batch_size: int,
+                     lr: float, data_seed: int, candidate_seeds: list[int], augment: str = "none",
+                     on_candidate: Callable[[int, CandidateResult], None] | None = None,
+                     accel: Accel | None = None) -> list[CandidateResult]:
+    """Train the candidates together from `start` (see the module docstring); keeps only the
+    best one's state. Same arguments and results as `population.run_epoch_sequential`;
+    `accel` defaults to `Accel.for_device` of the training data's device."""
+    if not params:
+        return []
+    device = train.images.device
+    accel = Accel.for_device(device) if accel is None else accel
+    if accel.channels_last:  # once per epoch: batches cut from it stay channels-last
+        train = data.LabelledImages(_images(train.images, accel), train.labels)
+    torch.manual_seed(candidate_seeds[0])  # backbone randomness (dropout), if any
+    pop = PackedPopulation(trainee, start, params, lr=lr, accel=accel)
+    generator = torch.Generator().manual_seed(data_seed)  # CPU: the same draws on any device
+    trained = pop.train_epoch(train, batch_size=batch_size, generator=generator, augment=augment)
+    results: list[CandidateResult] = []
+    best = -1
+    for i, (values, (train_loss, status)) in enumerate(zip(params, trained)):
+        if status == "ok":
+            trainee.loss.set_params(**values)  # as the reference path; the trained state wins
+            pop.load_candidate(i)
+            reward, metrics = population.reward_of(trainee, validations)
+        else:
+            reward, metrics = population.WORST_REWARD, {}
+        result = CandidateResult(dict(values), reward, train_loss, status, metrics)
+        if status == "ok" and (best < 0 or reward > results[best].reward):
+            if best >= 0:
+                results[best].state = None
+            result.state = trainee.state()
+            best = i
+        results.append(result)
+        if on_candidate is not None:
+            on_candidate(i, result)
+    return results
+
+
+def run_epoch(mode: str, trainee: Trainee, start: dict[str, Any], params: list[dict[str, float]],
+              *, train: data.LabelledImages, validations: list[Validation], batch_size: int,
+              lr: float, data_seed: int, candidate_seeds: list[int], augment: str = "none",
+              on_candidate: Callable[[int, CandidateResult], None] | None = None,
+              accel: Accel | None = None) -> list[CandidateResult]:
+    """One population epoch by `mode` ("auto" | "sequential" | "packed"; see resolve_mode),
+    with the keyword arguments of `population.run_epoch_sequential`.
+
+    `accel` (default `Accel.for_device`: bf16 autocast + channels_last on CUDA, nothing on
+    CPU) applies to both paths, so that their timings compare like with like."""
+    device = train.images.device
+    accel = Accel.for_device(device) if accel is None else accel
+    kwargs = dict(train=train, validations=validations, batch_size=batch_size, lr=lr,
+                  data_seed=data_seed, candidate_seeds=candidate_seeds, augment=augment,
+                  on_candidate=on_candidate)
+    if resolve_mode(mode, device) == "packed":
+        return run_epoch_packed(trainee, start, params, accel=accel, **kwargs)
+    if accel.channels_last:
+        trainee.model.to(memory_format=torch.channels_last)
+        kwargs["train"] = data.LabelledImages(_images(train.images, accel), train.labels)
+    if accel.compile and getattr(trainee.model, "_compiled_call_impl", None) is None:
+        trainee.model.compile()  # in place: the state_dict keys stay as they are
+    return population.run_epoch_sequential(trainee, start, params,
+                                           autocast_dtype=accel.autocast, **kwargs)
