@@ -44,8 +44,9 @@ def _cmd_search(args: argparse.Namespace) -> int:
     try:
         results = search(args.space, benchmark=args.benchmark, epochs=args.epochs,
                          candidates=args.candidates, seed=args.seed, device=args.device,
-                         model=args.model, out=args.out, resume=args.resume, force=args.force,
-                         progress=progress, dist_timeout=args.dist_timeout)
+                         model=args.model, threads=args.threads, out=args.out,
+                         resume=args.resume, force=args.force, progress=progress,
+                         dist_timeout=args.dist_timeout)
     except RankFailure as exc:  # under torchrun: a rank died, hung or was stopped
         print(f"lfsearch: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
@@ -181,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto: cuda if present")
     p.add_argument("--model", help="backbone name (default: the benchmark's)")
     p.add_argument("--out", help="run folder (default runs/<method>-<benchmark>-seed<seed>)")
+    p.add_argument("--threads", type=int, help="CPU threads for PyTorch (default 0: PyTorch's "
+                   "own choice). 1 is fastest for the small models when other processes share "
+                   "the cores; a run repeats exactly on CPU only with the same thread count")
     p.add_argument("--resume", action="store_true", help="continue the run in --out after its "
                    "last completed epoch")
     p.add_argument("--force", action="store_true", help="replace an existing run folder")

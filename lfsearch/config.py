@@ -40,7 +40,7 @@ PARAM_KEYS = {"init", "low", "high", "log", "count"}
 METHOD_KEYS = {"name", "description"}
 REWARD_KEYS = {"metric", "validation"}
 VALIDATION_KEYS = {"benchmark", "weight"}
-RUN_KEYS = {"seed", "device"}
+RUN_KEYS = {"seed", "device", "threads"}
 OPTIMIZERS = ("sgd", "adam", "adamw")
 LR_SCHEDULES = ("constant", "cosine", "step")
 DEVICES = ("auto", "cpu", "cuda")
@@ -60,7 +60,7 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "packing": "auto",   # auto | sequential | packed (auto: packed on CUDA, sequential on CPU)
     "compile": False,    # torch.compile the backbone (worth it on a GPU for long runs)
 }
-RUN_DEFAULTS: dict[str, Any] = {"seed": 0, "device": "auto"}
+RUN_DEFAULTS: dict[str, Any] = {"seed": 0, "device": "auto", "threads": 0}  # 0: PyTorch's default
 
 
 def find_space(name_or_path: str | os.PathLike) -> Path:
@@ -97,7 +97,7 @@ def resolve(config: dict[str, Any], **overrides: Any) -> dict[str, Any]:
     source = config.get("_source", "<overrides>")
     sections = {"benchmark": "training", "model": "training", "epochs": "training",
                 "batch_size": "training", "embedding_size": "training", "lr": "training",
-                "candidates": "controller", "seed": "run", "device": "run"}
+                "candidates": "controller", "seed": "run", "device": "run", "threads": "run"}
     for key, value in overrides.items():
         if value is None:
             continue
@@ -245,6 +245,9 @@ def validate(raw: dict[str, Any], source: str = "<config>") -> dict[str, Any]:
     _check_keys(run, RUN_KEYS, source, "run")
     _require(isinstance(run["seed"], int) and not isinstance(run["seed"], bool) and run["seed"] >= 0,
              source, "run.seed", f"an integer >= 0 (got {run['seed']!r})")
+    _require(isinstance(run["threads"], int) and not isinstance(run["threads"], bool)
+             and run["threads"] >= 0, source, "run.threads",
+             f"an integer >= 0, 0 for PyTorch's default (got {run['threads']!r})")
     _require(run["device"] in DEVICES, source, "run.device",
              f"one of {', '.join(DEVICES)} (got {run['device']!r})")
     config["run"] = run

@@ -141,6 +141,9 @@ class Search:
         self.writes = group is None or group.is_main
         training, run = config["training"], config["run"]
         self.seed = run["seed"]
+        if run["threads"]:
+            # CPU intra-op threads; results on CPU depend on it (the order of float sums)
+            torch.set_num_threads(run["threads"])
         self.device = resolve_device(run["device"])
         if group is not None:
             self.device = group.local_device(self.device)
@@ -354,6 +357,7 @@ class Search:
             "lfsearch": lfsearch.__version__, "torch": torch.__version__,
             "python": platform.python_version(), "platform": platform.platform(),
             "device": str(self.device), "seed": self.seed, "git_commit": _git_commit(),
+            "cpu_threads": torch.get_num_threads(),
             "method": self.config["method"]["name"], "benchmark": self.config["training"]["benchmark"],
             "model": self.model_name, "started": now, "now": now,
             **({"distributed": self.group.describe()} if self.group is not None else {}),
@@ -367,7 +371,7 @@ def _now() -> str:
 def search(space: str | os.PathLike, *, benchmark: str | None = None, epochs: int | None = None,
            candidates: int | None = None, seed: int | None = None, device: str | None = None,
            model: str | None = None, out: str | os.PathLike | None = None, resume: bool = False,
-           force: bool = False, runs_dir: str | os.PathLike = "runs",
+           force: bool = False, threads: int | None = None, runs_dir: str | os.PathLike = "runs",
            progress: Callable[[Progress], None] | None = None,
            dist_timeout: float | None = None) -> dict[str, Any]:
     """Run a search described by a search-space file (a path or a name in search_spaces/).
@@ -379,7 +383,7 @@ def search(space: str | os.PathLike, *, benchmark: str | None = None, epochs: in
     folder, the other ranks return {"rank": r, "run_dir": ...}.
     """
     overrides = dict(benchmark=benchmark, epochs=epochs, candidates=candidates, seed=seed,
-                     device=device, model=model)
+                     device=device, model=model, threads=threads)
 
     def prepare() -> tuple[dict[str, Any], Path]:
         nonlocal out
