@@ -30,6 +30,8 @@ naming the field and its allowed values.
 
 from __future__ import annotations
 
+import abc
+
 import inspect
 import math
 import textwrap
@@ -178,7 +180,7 @@ class Loss(nn.Module):
 
 
 # ------------------------------------------------------------------------------ heads
-class _Head(Loss):
+class _Head(Loss, metaclass=abc.ABCMeta):
     """A class head W (C, D) (+ optional bias) trained with a softmax cross entropy."""
 
     def __init__(self, embedding_size: int | None, num_classes: int | None, *,
@@ -206,9 +208,9 @@ class _Head(Loss):
         _check_labels(labels, embeddings.shape[0])
         _check_values(embeddings, labels, self.num_classes)
 
+    @abc.abstractmethod
     def _scores(self, x: Tensor) -> Tensor:
         """The plain N×C class scores (a fresh tensor, safe to modify in place)."""
-        raise NotImplementedError
 
     def logits(self, embeddings: Tensor) -> Tensor:
         """Plain class scores with no margin, (N, C) — for closed-set accuracy."""
@@ -336,9 +338,9 @@ def _normalized_scores(x: Tensor, weight: Tensor, s: float) -> Tensor:
 class _MarginHead(_Head):
     """A head whose target logit is replaced: z_y ← scale_y·f(z_y / scale_y)."""
 
+    @abc.abstractmethod
     def _target_scale(self, x: Tensor, labels: Tensor):
         """The factor scale_y with z_y = scale_y·cos θ_y (a number or an (N,) tensor)."""
-        raise NotImplementedError
 
     def target(self, cos: Tensor) -> Tensor:
         """The target function f(θ) of this member, on cos θ."""
