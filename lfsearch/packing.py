@@ -316,23 +316,12 @@ def run_epoch_packed(trainee: Trainee, start: dict[str, Any], params: list[dict[
     generator = torch.Generator().manual_seed(data_seed)  # CPU: the same draws on any device
     trained = pop.train_epoch(train, batch_size=batch_size, generator=generator, augment=augment)
     results: list[CandidateResult] = []
-    best = -1
     for i, (values, (train_loss, status)) in enumerate(zip(params, trained)):
         if status == "ok":
             trainee.loss.set_params(**values)  # as the reference path; the trained state wins
             pop.load_candidate(i)
-            reward, metrics = population.reward_of(trainee, validations)
-        else:
-            reward, metrics = population.WORST_REWARD, {}
-        result = CandidateResult(dict(values), reward, train_loss, status, metrics)
-        if status == "ok" and (best < 0 or reward > results[best].reward):
-            if best >= 0:
-                results[best].state = None
-            result.state = trainee.state()
-            best = i
-        results.append(result)
-        if on_candidate is not None:
-            on_candidate(i, result)
+        population.record_candidate(results, values, train_loss, status, trainee, validations,
+                                    on_candidate)
     return results
 
 

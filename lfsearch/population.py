@@ -147,7 +147,6 @@ def run_epoch_sequential(trainee: Trainee, start: dict[str, Any], params: list[d
     and its own global RNG seed (dropout and the like) from candidate_seeds.
     """
     results: list[CandidateResult] = []
-    best = -1
     for i, values in enumerate(params):
         trainee.load(start)
         trainee.loss.set_params(**values)
@@ -156,20 +155,28 @@ def run_epoch_sequential(trainee: Trainee, start: dict[str, Any], params: list[d
         train_loss, status = train_one_epoch(trainee, train, batch_size=batch_size,
                                              generator=generator, lr=lr, augment=augment,
                                              autocast_dtype=autocast_dtype)
-        if status == "ok":
-            reward, metrics = reward_of(trainee, validations)
-        else:
-            reward, metrics = WORST_REWARD, {}
-        result = CandidateResult(dict(values), reward, train_loss, status, metrics)
-        if status == "ok" and (best < 0 or reward > results[best].reward):
-            if best >= 0:
-                results[best].state = None
-            result.state = trainee.state()
-            best = i
-        results.append(result)
-        if on_candidate is not None:
-            on_candidate(i, result)
+        record_candidate(results, values, train_loss, status, trainee, validations, on_candidate)
     return results
+
+
+def record_candidate(results: list[CandidateResult], values: dict[str, float], train_loss: float,
+                     status: str, trainee: Trainee, validations: list[Validation],
+                     on_candidate: Callable[[int, CandidateResult], None] | None) -> None:
+    """Reward the candidate `trainee` now holds, append its result, and keep the state of the
+    best candidate so far only (the first on ties); a diverged one gets WORST_REWARD."""
+    if status == "ok":
+        reward, metrics = reward_of(trainee, validations)
+    else:
+        reward, metrics = WORST_REWARD, {}
+    result = CandidateResult(dict(values), reward, train_loss, status, metrics)
+    best = next((r for r in results if r.state is not None), None)
+    if status == "ok" and (best is None or reward > best.reward):
+        if best is not None:
+            best.state = None
+        result.state = trainee.state()
+    results.append(result)
+    if on_candidate is not None:
+        on_candidate(len(results) - 1, result)
 
 
 def choose_best(results: list[CandidateResult]) -> int | None:
