@@ -94,7 +94,8 @@ def _setup(spec: dict):
                   batch_size=spec["batch_size"], lr=0.01, data_seed=1,
                   candidate_seeds=list(range(len(params))), accel=accel)
     start = trainee.state()
-    first = data.LabelledImages(train.images[:spec["batch_size"]], train.labels[:spec["batch_size"]])
+    b = spec["batch_size"]
+    first = data.LabelledImages(train.images[:b], train.labels[:b])
 
     def epoch(warmup: bool = False):
         args = dict(kwargs, train=first) if warmup else kwargs
@@ -163,8 +164,9 @@ def large_head(device: torch.device, m: int, n: int, classes: int = 100_000,
     trainee = population.Trainee(model, loss, opt)
     train = data.LabelledImages(torch.randn(2 * n, 1, 8, 8),
                                 torch.randint(0, classes, (2 * n,))).to(device)
-    pop = packing.PackedPopulation(trainee, trainee.state(), [{"m": 0.1 * (i + 1)} for i in range(m)],
-                                   lr=0.01, accel=packing.Accel.for_device(device))
+    params = [{"m": 0.1 * (i + 1)} for i in range(m)]
+    pop = packing.PackedPopulation(trainee, trainee.state(), params, lr=0.01,
+                                   accel=packing.Accel.for_device(device))
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     _sync(device)
@@ -271,6 +273,8 @@ def main(argv=None) -> int:
             ok = single <= 1.6 if cuda and m == 4 else ratio <= 1.0
             print(f"M={m}: packed/sequential {ratio:.2f}, packed/single {single:.2f}  "
                   f"[target {target}: {'met' if ok else 'NOT met'}]")
+    print(f"\ntraining.packing = 'auto' trains {packing.resolve_mode('auto', device)} on "
+          f"{device.type}")
     if not args.no_large_head:
         print()
         print(large_head(device, m=4, n=args.batch_size if cuda else 64))
