@@ -701,44 +701,73 @@ class Modulated(_NormalizedHead):
     One global ``a``, or with ``bins=K`` one a_i per interval [i/K, (i+1)/K) of the
     (detached) softmax probability p of the true class; params ``a_0 … a_{K−1}``.
     Paper form: α = 1 − a ≤ 0 (see :mod:`lfsearch.margins`).
+
+    Margin form (give ``m`` instead of ``a``; params ``m`` or ``m_0 … m_{K−1}``):
+    log a = s·m, so the target logit is s·(cos θ_y − m) — exactly CosFace(s, m) for one
+    global m, NormFace at m = 0 — and a search over (log s, m) holds both scales and margins
+    whatever s is (docs/search_space.md).
     """
 
     name = "modulated"
     formula = "-log h(a, p), h = p / (p + a (1 - p)), a >= 1 (a_i per p-bin with bins=K)"
 
     def __init__(self, embedding_size=None, num_classes=None, *, s: float = 64.0,
-                 a: float | Sequence[float] = 1.0, bins: int | None = None,
+                 a: float | Sequence[float] | None = None,
+                 m: float | Sequence[float] | None = None, bins: int | None = None,
                  reduction: str = "mean", generator=None) -> None:
         super().__init__(embedding_size, num_classes, s=s, reduction=reduction,
                          generator=generator)
         self.bins = None if bins is None else M.check_integer("bins", bins, 1)
+        if a is not None and m is not None:
+            raise ValueError("give either a (the modulating factor) or m (the margin form, "
+                             "log a = s·m), not both")
+        #: "a": params a / a_i; "m": params m / m_i with log a = s·m
+        self.form = "m" if m is not None else "a"
+        given = (m if m is not None else a if a is not None else 1.0)
         k = 1 if self.bins is None else self.bins
-        if isinstance(a, (int, float)) or (isinstance(a, Tensor) and a.dim() == 0):
-            values = [a] * k
+        if isinstance(given, (int, float)) or (isinstance(given, Tensor) and given.dim() == 0):
+            values = [given] * k
         else:
-            values = list(a)
+            values = list(given)
             if len(values) != k:
-                raise ValueError(f"a must be one number or {k} numbers (one per bin, "
+                raise ValueError(f"{self.form} must be one number or {k} numbers (one per bin, "
                                  f"bins={self.bins}); got {len(values)}")
         self.register_buffer("log_a", torch.zeros(k))
-        names = ["a"] if self.bins is None else [f"a_{i}" for i in range(k)]
-        for key, value in zip(names, values):
+        for key, value in zip(self._factor_names(), values):
             self._values[key] = self._validate(key, value)
         self._apply_params()
 
+    def _factor_names(self) -> list[str]:
+        if self.bins is None:
+            return [self.form]
+        return [f"{self.form}_{i}" for i in range(self.bins)]
+
     def _validate(self, name, value):
-        if name.startswith("a"):
+        if name == "a" or name.startswith("a_"):
             v = M._number(name, value, "[1, inf)")
             if v < 1.0:
                 raise ValueError(f"{name} (the modulating factor A) must be >= 1 "
                                  f"(allowed: [1, inf)); got {v:g}")
             return v
+        if name == "m" or name.startswith("m_"):
+            v = M._number(name, value, "[0, inf)")
+            if v < 0.0:
+                raise ValueError(f"{name} (the margin, log A = s·m) must be >= 0 "
+                                 f"(allowed: [0, inf)); got {v:g}")
+            return v
         return super()._validate(name, value)
 
+    def modulating_factors(self) -> list[float]:
+        """The factors A (one, or one per bin) the current parameters give."""
+        return [math.exp(v) for v in self.log_a.tolist()]
+
     def _apply_params(self):
-        names = ["a"] if self.bins is None else [f"a_{i}" for i in range(self.bins)]
-        logs = torch.tensor([math.log(self._values[n]) for n in names], dtype=torch.float64)
-        self.log_a.copy_(logs)
+        names = self._factor_names()
+        if self.form == "a":
+            logs = [math.log(self._values[n]) for n in names]
+        else:
+            logs = [self.s * self._values[n] for n in names]
+        self.log_a.copy_(torch.tensor(logs, dtype=torch.float64))
 
     def _target(self, x, labels, z):
         if self.bins is None:

@@ -373,11 +373,12 @@ def loss_curves(run: Run, color, *, label: str | None = None, alpha: float = 1.0
     name = run.loss_name
     if name in ("softmax", "weighted_softmax", "normface", "l2_softmax"):
         return [Curve(label, p, p.copy(), color, style, alpha)]
-    if name == "modulated":
-        keys = sorted((k for k in params if k == "a" or k.startswith("a_")),
-                      key=lambda k: int(k[2:]) if k.startswith("a_") else 0)
-        values = np.array([params[k] for k in keys]) if keys else np.array([
-            float(run.config["loss"].get("a", 1.0))])
+    if name == "modulated":  # A = a_i, or exp(s·m_i) in the margin form, per p-bin
+        head = losses.build(name, embedding_size=4, num_classes=2,
+                            **config_mod.loss_arguments(run.config))
+        if params:
+            head.set_params(**params)
+        values = np.array(head.modulating_factors())
         a = values[np.clip((p * len(values)).astype(int), 0, len(values) - 1)]
         return [Curve(label, p, p / (p + a * (1 - p)), color, style, alpha)]
     if name == "am_lfs":
