@@ -676,8 +676,7 @@ class CurricularFace(_RecentHead):
             mom = self._values["momentum"]
             with torch.no_grad():
                 self.t.copy_(mom * self.t + (1.0 - mom) * cos_y.mean().to(self.t.dtype))
-        s = self.s
-        t = self.t.float()
+        s, t = self.s, self.t.clone()
         threshold = s * arc_target(cos_y, self._values["m"], "none")
 
         def transform(z):
@@ -859,7 +858,7 @@ class AdaCos(_Head):
         return cos
 
     def _cross_entropy(self, x, labels, reduction):
-        z = _normalized_scores(x, self.weight, self.scale.to(x.dtype))
+        z = _normalized_scores(x, self.weight, self.scale.to(x.dtype).clone())
         if self.dynamic and self.training and torch.is_grad_enabled():
             with torch.no_grad():
                 new = self.next_scale(z.detach(), labels)
