@@ -84,6 +84,21 @@ def arc_target(cos: Tensor, m, fallback: str = "linear") -> Tensor:
     return torch.where(inside, value, c - offset)
 
 
+def arc_target_and_slope(cos: Tensor, m, fallback: str = "linear") -> tuple[Tensor, Tensor]:
+    """(f, df/dcos θ) of :func:`arc_target`, without autograd: f' = cos m − sin m·dsin θ/dcos θ
+    (dsin θ/dcos θ = −cos θ/sin θ, 0 where sin θ is clamped); the fallback has slope 1."""
+    c = cos.clamp(-1.0, 1.0)
+    m = torch.as_tensor(m, dtype=c.dtype, device=c.device)
+    cm, sm = torch.cos(m), torch.sin(m)
+    sin, dsin = M._sin_and_slope(c)
+    value, slope = c * cm - sin * sm, cm - dsin * sm
+    if fallback == "none":
+        return value, slope
+    inside = c >= torch.cos(math.pi - m)
+    offset = torch.maximum(m * sm, 1.0 - cm)
+    return torch.where(inside, value, c - offset), torch.where(inside, slope, torch.ones_like(c))
+
+
 def _check_fallback(value: str) -> str:
     allowed = ("linear", "none")
     if value not in allowed:
@@ -115,17 +130,18 @@ def _modify(z: Tensor, new_y: Tensor, labels: Tensor, negatives: Negatives | Non
 
 class _ReplacedTargetCrossEntropy(torch.autograd.Function):
     """Softmax cross entropy of fresh logits z (N, C) whose target column is replaced by
-    new_y (N,) — a tensor with its own autograd graph — and whose hard negatives are
-    optionally transformed (:data:`Negatives`).
+    new_y (N,) and whose hard negatives are optionally transformed (:data:`Negatives`).
 
-    Backward: g = coef·(softmax − onehot); ∂L/∂new_y = g_y; ∂L/∂z = g with the target
-    column zeroed (it was replaced) and hard entries times dN/dz. Saves the log-probabilities
-    (one N×C buffer) and, with negatives, the hard mask and dN/dz. Half / bfloat16 logits
-    are handled in float32. Not twice differentiable.
+    new_y either carries its own autograd graph (``slope_y`` None: ∂L/∂new_y = g_y and the
+    old z_y gets no gradient from here), or is a closed-form function of z_y with
+    ``slope_y`` = ∂new_y/∂z_y (N,) (then ∂L/∂z_y = g_y·slope_y: no autograd on the (N,)
+    part at all). g = coef·(softmax − onehot); hard entries get g·dN/dz. Saves the
+    log-probabilities (one N×C buffer) and, with negatives, the hard mask and dN/dz.
+    Half / bfloat16 logits are handled in float32. Not twice differentiable.
     """
 
     @staticmethod
-    def forward(ctx, z, new_y, labels, reduction, negatives):
+    def forward(ctx, z, new_y, labels, reduction, negatives, slope_y=None):
         n = z.shape[0]
         rows = torch.arange(n, device=z.device)
         work = z.float() if z.element_size() < 4 else z
@@ -139,7 +155,8 @@ class _ReplacedTargetCrossEntropy(torch.autograd.Function):
         else:
             loss = nll
         mask, slope = deriv if deriv is not None else (None, None)
-        tensors = [logp, labels] + ([mask] if mask is not None else [])
+        tensors = [logp, labels, slope_y if slope_y is not None else logp.new_empty(0)]
+        tensors += [mask] if mask is not None else []
         if isinstance(slope, Tensor):
             tensors.append(slope)
             ctx.slope = None
@@ -147,6 +164,7 @@ class _ReplacedTargetCrossEntropy(torch.autograd.Function):
             ctx.slope = slope
         ctx.save_for_backward(*tensors)
         ctx.has_mask = mask is not None
+        ctx.closed_form = slope_y is not None
         ctx.reduction = reduction
         ctx.z_dtype, ctx.y_dtype = z.dtype, new_y.dtype
         return loss.to(z.dtype)
@@ -155,7 +173,7 @@ class _ReplacedTargetCrossEntropy(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, g):
         saved = ctx.saved_tensors
-        logp, labels = saved[0], saved[1]
+        logp, labels, slope_y = saved[0], saved[1], saved[2]
         n = logp.shape[0]
         rows = torch.arange(n, device=logp.device)
         coef = g.to(logp.dtype)
@@ -167,12 +185,17 @@ class _ReplacedTargetCrossEntropy(torch.autograd.Function):
         grad.mul_(coef[:, None])
         grad.index_put_((rows, labels), -coef, accumulate=True)  # coef·(p_j − [j = y])
         grad_y = grad[rows, labels]
-        grad.index_put_((rows, labels), torch.zeros_like(grad_y))
+        if ctx.closed_form:
+            grad.index_put_((rows, labels), grad_y * slope_y.to(grad.dtype))
+            grad_new = None
+        else:
+            grad.index_put_((rows, labels), torch.zeros_like(grad_y))
+            grad_new = grad_y.to(ctx.y_dtype)
         if ctx.has_mask:
-            mask = saved[2]
-            slope = saved[3] if ctx.slope is None else ctx.slope
+            mask = saved[3]
+            slope = saved[4] if ctx.slope is None else ctx.slope
             grad = torch.where(mask, grad * slope, grad)
-        return grad.to(ctx.z_dtype), grad_y.to(ctx.y_dtype), None, None, None
+        return grad.to(ctx.z_dtype), grad_new, None, None, None, None
 
 
 def _reduce(values: Tensor, reduction: str) -> Tensor:
@@ -211,10 +234,16 @@ class _RecentHead(_NormalizedHead):
     """A normalised head whose target logit is s·f_i(θ_y), f_i per sample (and, for the
     negatives members, whose hard negatives change).
 
-    Subclasses give ``_target_values(cos_y, x, labels, update) -> f (N,)`` (autograd) and,
-    optionally, ``_negatives(cos_y, update)``; ``update`` is True in training mode with
-    autograd on, when running statistics may move.
+    Subclasses give ``_target_and_slope(cos_y, x, update) -> (f, df/dcos θ)`` in closed
+    form on the detached target cosines (taken from the logit matrix: no autograd, no
+    O(N·D) work), or, with ``autograd_target = True``, ``_target_values(cos_y, x, labels,
+    update) -> f`` with autograd (cos θ_y recomputed row by row: MagFace, whose margin
+    depends on ‖x‖); optionally ``_negatives(cos_y, update)``. ``update`` is True in
+    training mode with autograd on, when running statistics may move.
     """
+
+    #: f needs autograd beyond cos θ_y (its margin depends on x itself).
+    autograd_target = False
 
     #: What the member changes: "target", "negatives", "class weights" or "scale".
     changes = "target"
@@ -225,7 +254,16 @@ class _RecentHead(_NormalizedHead):
         return target_cosine(x, self.weight, labels)
 
     def _target_values(self, cos_y: Tensor, x: Tensor, labels: Tensor, update: bool) -> Tensor:
-        raise NotImplementedError  # pragma: no cover
+        return self._target_and_slope(cos_y, x, update)[0]
+
+    def _target_and_slope(self, cos_y: Tensor, x: Tensor, update: bool):
+        return self._fixed_target_and_slope(cos_y)
+
+    def _fixed_target_and_slope(self, cos: Tensor):  # pragma: no cover - overridden
+        return cos, torch.ones_like(cos)
+
+    def _fixed_target(self, cos: Tensor) -> Tensor:
+        return self._fixed_target_and_slope(cos)[0]
 
     def _negatives(self, cos_y: Tensor, update: bool) -> Negatives | None:
         return None
@@ -237,26 +275,45 @@ class _RecentHead(_NormalizedHead):
     def _updating(self) -> bool:
         return self.training and torch.is_grad_enabled()
 
+    def _plain_cos_y(self, z: Tensor, labels: Tensor) -> Tensor:
+        rows = torch.arange(z.shape[0], device=z.device)
+        z_y = z[rows, labels]
+        return ((z_y.float() if z_y.element_size() < 4 else z_y) / self.s).clamp(-1.0, 1.0)
+
     def _cross_entropy(self, x: Tensor, labels: Tensor, reduction: str) -> Tensor:
         update = self._updating()
         z = self._scores(x)
-        cos_y = self._cos_y(x, labels)
-        new_y = self.s * self._target_values(cos_y, x, labels, update)
-        negatives = self._negatives(cos_y.detach(), update)
+        slope = None
+        if self.autograd_target:
+            cos_y = self._cos_y(x, labels)
+            new_y = self.s * self._target_values(cos_y, x, labels, update)
+            cos_y = cos_y.detach()
+        else:
+            with torch.no_grad():
+                cos_y = self._plain_cos_y(z.detach(), labels)
+                f, slope = self._target_and_slope(cos_y, x, update)
+                new_y = self.s * f
+        negatives = self._negatives(cos_y, update)
         extra = self._extra_loss(x)
         if extra is None:
-            return _ReplacedTargetCrossEntropy.apply(z, new_y, labels, reduction, negatives)
-        ce = _ReplacedTargetCrossEntropy.apply(z, new_y, labels, "none", negatives)
+            return _ReplacedTargetCrossEntropy.apply(z, new_y, labels, reduction, negatives,
+                                                     slope)
+        ce = _ReplacedTargetCrossEntropy.apply(z, new_y, labels, "none", negatives, slope)
         return _reduce(ce + extra.to(ce.dtype), reduction)
 
     def margin_logits(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         """The N×C logits the cross entropy sees (target replaced, hard negatives changed),
-        with the running statistics as they are (no update, mean margin for random ones)."""
+        with the running statistics as they are (no update, mean margin for random ones);
+        plain autograd throughout (for inspection and tests)."""
         self._check(embeddings, labels)
         z = self._scores(embeddings)
-        cos_y = self._cos_y(embeddings, labels)
+        if self.autograd_target:
+            cos_y = self._cos_y(embeddings, labels)
+        else:
+            rows = torch.arange(z.shape[0], device=z.device)
+            cos_y = (z[rows, labels] / self.s).clamp(-1.0, 1.0)
         new_y = self.s * self._target_values(cos_y, embeddings, labels, False)
-        out, _ = _modify(z, new_y, labels, self._negatives(cos_y.detach(), False))
+        out, _ = _modify(z.clone(), new_y, labels, self._negatives(cos_y.detach(), False))
         return out
 
     def target(self, cos: Tensor) -> Tensor:
@@ -267,9 +324,6 @@ class _RecentHead(_NormalizedHead):
         """f(θ) at the 16th, 50th and 84th percentile of the per-sample margin (3, *cos)."""
         f = self._fixed_target(cos)
         return torch.stack([f, f, f])
-
-    def _fixed_target(self, cos: Tensor) -> Tensor:  # pragma: no cover - overridden
-        return cos
 
     # relations between parameters, checked on a merged copy so a bad set changes nothing
     def _check_relations(self, values: dict[str, float]) -> None:
@@ -366,15 +420,28 @@ class AdaFace(_RecentHead):
     @classmethod
     def formula_at(cls, cos: Tensor, zhat, m) -> Tensor:
         """f(θ) = cos(clip(θ − m·ẑ, ε, π − ε)) − (m·ẑ + m) for given ẑ and m."""
-        theta = M.angle_from_cos(cos)
-        zhat = torch.as_tensor(zhat, dtype=cos.dtype, device=cos.device)
-        m = torch.as_tensor(m, dtype=cos.dtype, device=cos.device)
-        theta_m = (theta - m * zhat).clamp(cls.EPS, math.pi - cls.EPS)
-        return torch.cos(theta_m) - (m * zhat + m)
+        return cls.formula_and_slope(cos, zhat, m)[0]
 
-    def _target_values(self, cos_y, x, labels, update):
+    @classmethod
+    def formula_and_slope(cls, cos: Tensor, zhat, m) -> tuple[Tensor, Tensor]:
+        """(f, df/dcos θ): f' = −sin(θ − m·ẑ)·dθ/dcos θ inside the clip, 0 outside;
+        θ = atan2(sin θ, cos θ) with sin θ clamped as in :mod:`lfsearch.margins`."""
+        c = cos.clamp(-1.0, 1.0)
+        zhat = torch.as_tensor(zhat, dtype=c.dtype, device=c.device)
+        m = torch.as_tensor(m, dtype=c.dtype, device=c.device)
+        sin, dsin = M._sin_and_slope(c)
+        theta = torch.atan2(sin, c)
+        dtheta = (c * dsin - sin) / (c * c + sin * sin)
+        arg = theta - m * zhat
+        inside = (arg >= cls.EPS) & (arg <= math.pi - cls.EPS)
+        theta_m = arg.clamp(cls.EPS, math.pi - cls.EPS)
+        value = torch.cos(theta_m) - (m * zhat + m)
+        slope = torch.where(inside, -torch.sin(theta_m) * dtheta, torch.zeros_like(c))
+        return value, slope
+
+    def _target_and_slope(self, cos_y, x, update):
         zhat = self._zhat(x, update).to(cos_y.dtype)
-        return self.formula_at(cos_y, zhat, self._margin(cos_y, update))
+        return self.formula_and_slope(cos_y, zhat, self._margin(cos_y, update))
 
     def target_quantiles(self, cos):
         q = self.zhat_quantiles.to(cos.dtype)
@@ -410,6 +477,7 @@ class MagFace(_RecentHead):
     formula = ("target s cos(theta_y + m(a)), m(a) = l_m + (u_m-l_m)(a-l_a)/(u_a-l_a), "
                "a = clip(||x||, l_a, u_a); + lambda_g (1/a + a/u_a^2)")
     varies = "feature magnitude a = ||x|| in [l_a, u_a]"
+    autograd_target = True  # the margin m(a) has a gradient through a = ‖x‖
 
     def __init__(self, embedding_size=None, num_classes=None, *, s: float = 64.0,
                  l_a: float = 10.0, u_a: float = 110.0, l_m: float = 0.45, u_m: float = 0.8,
@@ -532,12 +600,15 @@ class _Elastic(_RecentHead):
         return margins
 
     def apply_margin(self, cos: Tensor, m) -> Tensor:
+        return self.apply_margin_and_slope(cos, m)[0]
+
+    def apply_margin_and_slope(self, cos: Tensor, m) -> tuple[Tensor, Tensor]:
         raise NotImplementedError  # pragma: no cover
 
-    def _target_values(self, cos_y, x, labels, update):
+    def _target_and_slope(self, cos_y, x, update):
         m = self.draw_margins(cos_y) if update and self._values["sigma"] > 0 else \
             self._values["m"]
-        return self.apply_margin(cos_y, m)
+        return self.apply_margin_and_slope(cos_y, m)
 
     def target_quantiles(self, cos):
         v = self._values
@@ -568,8 +639,8 @@ class ElasticFaceArc(_Elastic):
                          reduction=reduction, generator=generator, angular=True)
         self.fallback = _check_fallback(fallback)
 
-    def apply_margin(self, cos, m):
-        return arc_target(cos, m, self.fallback)
+    def apply_margin_and_slope(self, cos, m):
+        return arc_target_and_slope(cos, m, self.fallback)
 
 
 class ElasticFaceCos(_Elastic):
@@ -587,8 +658,8 @@ class ElasticFaceCos(_Elastic):
         super().__init__(embedding_size, num_classes, s=s, m=m, sigma=sigma, seed=seed,
                          reduction=reduction, generator=generator, angular=False)
 
-    def apply_margin(self, cos, m):
-        return cos - m
+    def apply_margin_and_slope(self, cos, m):
+        return cos - m, torch.ones_like(cos)
 
 
 class ElasticFaceArcPlus(ElasticFaceArc):
@@ -660,11 +731,8 @@ class CurricularFace(_RecentHead):
             return M.check_nonnegative("momentum", value, 1.0)
         return super()._validate(name, value)
 
-    def _fixed_target(self, cos):
-        return arc_target(cos, self._values["m"], "linear")
-
-    def _target_values(self, cos_y, x, labels, update):
-        return self._fixed_target(cos_y)
+    def _fixed_target_and_slope(self, cos):
+        return arc_target_and_slope(cos, self._values["m"], "linear")
 
     def negative_transform(self, cos: Tensor, t=None) -> Tensor:
         """N(t, cos θ_j) = cos θ_j·(t + cos θ_j) for a hard negative (t: the current one)."""
@@ -733,12 +801,11 @@ class MVSoftmax(_RecentHead):
         m = self._values["m"]
         return cos - m if self.margin_type == "am" else arc_target(cos, m, "none")
 
-    def _fixed_target(self, cos):
+    def _fixed_target_and_slope(self, cos):
         m = self._values["m"]
-        return cos - m if self.margin_type == "am" else arc_target(cos, m, "linear")
-
-    def _target_values(self, cos_y, x, labels, update):
-        return self._fixed_target(cos_y)
+        if self.margin_type == "am":
+            return cos - m, torch.ones_like(cos)
+        return arc_target_and_slope(cos, m, "linear")
 
     def negative_transform(self, cos: Tensor) -> Tensor:
         """The new cos θ_j of a hard negative."""
@@ -795,19 +862,8 @@ class SubCenterArcFace(_RecentHead):
         z = _normalized_scores(x, self.weight, self.s)
         return z.view(z.shape[0], self.num_classes, self.K).max(dim=2).values
 
-    def _cos_y(self, x, labels):
-        xf = x.float() if x.element_size() < 4 else x
-        w = self.weight.view(self.num_classes, self.K, -1).index_select(0, labels).to(xf.dtype)
-        xn = xf / torch.linalg.vector_norm(xf, dim=1, keepdim=True).clamp_min(_NORM_EPS)
-        wn = w / torch.linalg.vector_norm(w, dim=2, keepdim=True).clamp_min(_NORM_EPS)
-        cos = torch.einsum("nd,nkd->nk", xn, wn).clamp(-1.0, 1.0)
-        return cos.max(dim=1).values
-
-    def _fixed_target(self, cos):
-        return arc_target(cos, self._values["m"], self.fallback)
-
-    def _target_values(self, cos_y, x, labels, update):
-        return self._fixed_target(cos_y)
+    def _fixed_target_and_slope(self, cos):
+        return arc_target_and_slope(cos, self._values["m"], self.fallback)
 
     def get_extra_state(self) -> dict:
         return {"values": dict(self._values), "num_classes": self.num_classes, "K": self.K}
