@@ -36,6 +36,7 @@ from typing import Callable
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch import Tensor
 
 from lfsearch import margins as M
@@ -57,16 +58,6 @@ _Z = tuple(NormalDist().inv_cdf(q) for q in QUANTILES)
 
 
 # ------------------------------------------------------------------------ pure helpers
-def target_cosine(x: Tensor, weight: Tensor, labels: Tensor) -> Tensor:
-    """cos θ_y = <x/‖x‖, W_y/‖W_y‖> per row, (N,), at least float32, with autograd to x
-    and W (O(N·D), beside the N×C matrix), clamped to [−1, 1]."""
-    xf = x.float() if x.element_size() < 4 else x
-    w = weight.index_select(0, labels).to(xf.dtype)
-    xn = xf / torch.linalg.vector_norm(xf, dim=1, keepdim=True).clamp_min(_NORM_EPS)
-    wn = w / torch.linalg.vector_norm(w, dim=1, keepdim=True).clamp_min(_NORM_EPS)
-    return (xn * wn).sum(dim=1).clamp(-1.0, 1.0)
-
-
 def arc_target(cos: Tensor, m, fallback: str = "linear") -> Tensor:
     """cos(θ + m) = cos θ·cos m − sin θ·sin m with a per-sample margin m (a tensor or number).
 
@@ -134,8 +125,8 @@ class _ReplacedTargetCrossEntropy(torch.autograd.Function):
 
     new_y either carries its own autograd graph (``slope_y`` None: ∂L/∂new_y = g_y and the
     old z_y gets no gradient from here), or is a closed-form function of z_y with
-    ``slope_y`` = ∂new_y/∂z_y (N,) (then ∂L/∂z_y = g_y·slope_y: no autograd on the (N,)
-    part at all). g = coef·(softmax − onehot); hard entries get g·dN/dz. Saves the
+    ``slope_y`` = ∂new_y/∂z_y (N,): then ∂L/∂z_y = g_y·slope_y, and if new_y also depends on
+    other tensors through its graph (MagFace's ‖x‖, with z_y detached there) it gets g_y. g = coef·(softmax − onehot); hard entries get g·dN/dz. Saves the
     log-probabilities (one N×C buffer) and, with negatives, the hard mask and dN/dz.
     Half / bfloat16 logits are handled in float32. Not twice differentiable.
     """
@@ -185,9 +176,9 @@ class _ReplacedTargetCrossEntropy(torch.autograd.Function):
         grad.mul_(coef[:, None])
         grad.index_put_((rows, labels), -coef, accumulate=True)  # coef·(p_j − [j = y])
         grad_y = grad[rows, labels]
-        if ctx.closed_form:
+        if ctx.closed_form:  # new_y = F(z_y, …): ∂/∂z_y here, the rest through new_y's graph
             grad.index_put_((rows, labels), grad_y * slope_y.to(grad.dtype))
-            grad_new = None
+            grad_new = grad_y.to(ctx.y_dtype) if ctx.needs_input_grad[1] else None
         else:
             grad.index_put_((rows, labels), torch.zeros_like(grad_y))
             grad_new = grad_y.to(ctx.y_dtype)
@@ -234,24 +225,17 @@ class _RecentHead(_NormalizedHead):
     """A normalised head whose target logit is s·f_i(θ_y), f_i per sample (and, for the
     negatives members, whose hard negatives change).
 
-    Subclasses give ``_target_and_slope(cos_y, x, update) -> (f, df/dcos θ)`` in closed
-    form on the detached target cosines (taken from the logit matrix: no autograd, no
-    O(N·D) work), or, with ``autograd_target = True``, ``_target_values(cos_y, x, labels,
-    update) -> f`` with autograd (cos θ_y recomputed row by row: MagFace, whose margin
-    depends on ‖x‖); optionally ``_negatives(cos_y, update)``. ``update`` is True in
-    training mode with autograd on, when running statistics may move.
+    Subclasses give ``_target_and_slope(cos_y, x, update) -> (f, ∂f/∂cos θ)`` in closed
+    form on the detached target cosines (taken from the logit matrix: no O(N·D) work);
+    f may still carry autograd through x itself (MagFace's margin m(‖x‖)); optionally
+    ``_negatives(cos_y, update)``. ``update`` is True in training mode with autograd on,
+    when running statistics may move.
     """
-
-    #: f needs autograd beyond cos θ_y (its margin depends on x itself).
-    autograd_target = False
 
     #: What the member changes: "target", "negatives", "class weights" or "scale".
     changes = "target"
     #: What makes the margin differ between the samples of a batch ("" if nothing).
     varies = ""
-
-    def _cos_y(self, x: Tensor, labels: Tensor) -> Tensor:
-        return target_cosine(x, self.weight, labels)
 
     def _target_values(self, cos_y: Tensor, x: Tensor, labels: Tensor, update: bool) -> Tensor:
         return self._target_and_slope(cos_y, x, update)[0]
@@ -283,16 +267,9 @@ class _RecentHead(_NormalizedHead):
     def _cross_entropy(self, x: Tensor, labels: Tensor, reduction: str) -> Tensor:
         update = self._updating()
         z = self._scores(x)
-        slope = None
-        if self.autograd_target:
-            cos_y = self._cos_y(x, labels)
-            new_y = self.s * self._target_values(cos_y, x, labels, update)
-            cos_y = cos_y.detach()
-        else:
-            with torch.no_grad():
-                cos_y = self._plain_cos_y(z.detach(), labels)
-                f, slope = self._target_and_slope(cos_y, x, update)
-                new_y = self.s * f
+        cos_y = self._plain_cos_y(z.detach(), labels)
+        f, slope = self._target_and_slope(cos_y, x, update)
+        new_y = self.s * f
         negatives = self._negatives(cos_y, update)
         extra = self._extra_loss(x)
         if extra is None:
@@ -307,11 +284,8 @@ class _RecentHead(_NormalizedHead):
         plain autograd throughout (for inspection and tests)."""
         self._check(embeddings, labels)
         z = self._scores(embeddings)
-        if self.autograd_target:
-            cos_y = self._cos_y(embeddings, labels)
-        else:
-            rows = torch.arange(z.shape[0], device=z.device)
-            cos_y = (z[rows, labels] / self.s).clamp(-1.0, 1.0)
+        rows = torch.arange(z.shape[0], device=z.device)
+        cos_y = (z[rows, labels] / self.s).clamp(-1.0, 1.0)
         new_y = self.s * self._target_values(cos_y, embeddings, labels, False)
         out, _ = _modify(z.clone(), new_y, labels, self._negatives(cos_y.detach(), False))
         return out
@@ -477,7 +451,6 @@ class MagFace(_RecentHead):
     formula = ("target s cos(theta_y + m(a)), m(a) = l_m + (u_m-l_m)(a-l_a)/(u_a-l_a), "
                "a = clip(||x||, l_a, u_a); + lambda_g (1/a + a/u_a^2)")
     varies = "feature magnitude a = ||x|| in [l_a, u_a]"
-    autograd_target = True  # the margin m(a) has a gradient through a = ‖x‖
 
     def __init__(self, embedding_size=None, num_classes=None, *, s: float = 64.0,
                  l_a: float = 10.0, u_a: float = 110.0, l_m: float = 0.45, u_m: float = 0.8,
@@ -518,11 +491,27 @@ class MagFace(_RecentHead):
                         "(s·k·u_a²·l_a²/(u_a² − l_a²)); the magnitude may not converge",
                         v["lambda_g"], need)
 
+    _norm: Tensor | None = None  # ‖x‖ of the step under way, shared by logits, m(a), g(a)
+
+    def _feature_norm(self, x: Tensor) -> Tensor:
+        if self._norm is not None:
+            return self._norm
+        return torch.linalg.vector_norm(x.float() if x.element_size() < 4 else x, dim=1)
+
     def magnitude(self, x: Tensor) -> Tensor:
         """a = clip(‖x‖, l_a, u_a), (N,), with autograd."""
-        xf = x.float() if x.element_size() < 4 else x
-        return torch.linalg.vector_norm(xf, dim=1).clamp(self._values["l_a"],
-                                                         self._values["u_a"])
+        return self._feature_norm(x).clamp(self._values["l_a"], self._values["u_a"])
+
+    def _scores(self, x: Tensor) -> Tensor:
+        scale = (self.s / self._feature_norm(x).clamp_min(_NORM_EPS)).to(x.dtype)
+        return F.linear(x * scale[:, None], F.normalize(self.weight, dim=1, eps=_NORM_EPS))
+
+    def _cross_entropy(self, x, labels, reduction):
+        self._norm = self._feature_norm(x)  # one norm (and one backward through it) per step
+        try:
+            return super()._cross_entropy(x, labels, reduction)
+        finally:
+            self._norm = None
 
     def margin(self, a):
         """m(a) = (u_m − l_m)/(u_a − l_a)·(a − l_a) + l_m."""
@@ -533,13 +522,13 @@ class MagFace(_RecentHead):
         """g(a) = 1/a + a/u_a²."""
         return 1.0 / a + a / self._values["u_a"] ** 2
 
-    def _target_values(self, cos_y, x, labels, update):
-        a = self.magnitude(x).to(cos_y.dtype)
+    def _target_and_slope(self, cos_y, x, update):
+        a = self.magnitude(x).to(cos_y.dtype)  # with autograd: m(a) has a gradient via ‖x‖
         if update:
             with torch.no_grad():
                 q = torch.tensor(QUANTILES, dtype=a.dtype, device=a.device)
                 self.a_quantiles.copy_(torch.quantile(a.detach(), q))
-        return arc_target(cos_y, self.margin(a), self.fallback)
+        return arc_target_and_slope(cos_y, self.margin(a), self.fallback)
 
     def _extra_loss(self, x):
         lam = self._values["lambda_g"]
