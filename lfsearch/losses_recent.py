@@ -13,9 +13,9 @@ Common form. With a normalised head, logits s·cos θ_j for every class j; the t
 becomes s·f_i(θ_y), where f_i may depend on the sample i (its feature norm, a random draw);
 the "negatives" members also replace a hard negative's cos θ_j by N(cos θ_j). The N×C
 logit matrix is computed once; the target column is replaced, and hard negatives changed,
-inside one fused cross entropy (:class:`_ReplacedTargetCrossEntropy`), while f_i is computed
-with plain autograd on (N,) vectors (cos θ_y = <x/‖x‖, W_y/‖W_y‖> row by row), so a margin
-that depends on ‖x‖ (MagFace) gets its gradient through ‖x‖ too.
+inside one fused cross entropy (:class:`_ReplacedTargetCrossEntropy`); f_i and ∂f_i/∂cos θ_y
+come in closed form on the (N,) target cosines, and a margin that depends on ‖x‖ (MagFace)
+also gets its gradient through ‖x‖ by autograd.
 
 Running statistics (AdaFace's norm mean and std, CurricularFace's t, AdaCos's s, the last
 batch's margin quantiles) are buffers, so they travel with ``state_dict()`` (resume,
