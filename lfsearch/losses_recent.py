@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import math
+import textwrap
 from statistics import NormalDist
 from typing import Callable
 
@@ -942,10 +943,11 @@ def modulation_table(cos_y: float = 0.5, num_classes: int = 10) -> str:
     from lfsearch.losses import build
 
     c = torch.tensor([cos_y], dtype=torch.float64)
-    lines = [f"Recent members (docs/losses_recent.md). Effective modulating factor "
+    intro = (f"Recent members (docs/losses_recent.md). Effective modulating factor "
              f"log A = s (cos theta_y - f(theta_y)) at cos theta_y = {cos_y:g}, defaults; "
-             f"spread = 16th / 50th / 84th percentile of the per-sample margin over a batch.",
-             ""]
+             f"spread = 16th / 50th / 84th percentile of the per-sample margin over a batch. "
+             f"Members that change negatives, class weights or the scale: the change.")
+    lines = textwrap.wrap(intro, 100) + [""]
     header = f"{'member':<22}{'changes':<15}{'log A p16':>10}{'p50':>8}{'p84':>8}  varies with"
     lines += [header, "-" * len(header)]
     for cls in MEMBERS:
@@ -974,7 +976,7 @@ def _change_text(loss, cos_y: float) -> str:
     if isinstance(loss, SubCenterArcFace):
         log_a = float(loss.s * (c - loss.target(c))[0])
         return (f"target log A {log_a:.2f} (ArcFace); class cosine = max over K = {loss.K} "
-                f"sub-centres (weight {tuple(loss.weight.shape)})")
+                f"sub-centres (weight: C·K rows, class-major)")
     if isinstance(loss, AdaCos):
         return (f"log A = 0 (no margin); scale s auto: sqrt(2) log(C-1) = {loss.s:.2f} at "
                 f"C = {loss.num_classes}, then dynamic")

@@ -12,6 +12,10 @@ Figures (matplotlib, drawn on Agg figures without pyplot, written to DIR/figures
                τ(p) > p marked (there the "margin" favours the true class: no margin at all);
                and the effective modulating factor log A = log(p(1 − p_m) / (p_m(1 − p))),
                which is s·(cos θ − f(θ)) for a margin and negative exactly where τ(p) > p;
+               a per-sample margin (AdaFace, MagFace, ElasticFace) is its median curve with
+               its 16th–84th percentile band shaded (lfsearch/figures_recent.py);
+- changes      hard-negative transforms (CurricularFace, MV-Softmax) and Sub-center
+               ArcFace's class weights, for the members outside the target-logit family;
 - roc          test ROC (TAR against FAR, linear and log FAR) of open-set benchmarks,
                recomputed from each run's checkpoint.pt and cached in the run's roc.csv;
 - comparison   bar chart of the test metric per method (mean, 95% CI error bars, seeds).

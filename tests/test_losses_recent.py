@@ -423,7 +423,9 @@ def test_registry_lists_every_recent_member_and_the_unified_view():
         assert name in names
         assert name in losses.describe_table()
     table = R.modulation_table()
-    rows = {line.split()[0]: line for line in table.splitlines()[4:] if line.strip()}
+    lines = table.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("---")) + 1
+    rows = {line.split()[0]: line for line in lines[start:] if line.strip()}
     assert set(rows) == set(RECENT)
     # CosFace-like AdaFace median (ẑ = 0): log A = s·m = 64·0.4 = 25.6
     assert rows["adaface"].split()[3] == "25.60"
