@@ -58,7 +58,8 @@ def load_running_state(loss, run) -> None:
             buf.copy_(value.to(buf.dtype))
 
 
-def spread_curves(loss, p: np.ndarray, margin_log_a: Callable) -> tuple[np.ndarray, np.ndarray] | None:
+def spread_curves(loss, p: np.ndarray, margin_log_a: Callable
+                  ) -> tuple[np.ndarray, np.ndarray] | None:
     """p_m at the 16th and 84th percentile of a per-sample margin, or None when the member's
     margin is the same for every sample. ``margin_log_a(loss, p, target=f)`` gives log A(p)."""
     if not hasattr(loss, "target_quantiles"):

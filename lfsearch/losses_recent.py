@@ -127,7 +127,8 @@ class _ReplacedTargetCrossEntropy(torch.autograd.Function):
     new_y either carries its own autograd graph (``slope_y`` None: ∂L/∂new_y = g_y and the
     old z_y gets no gradient from here), or is a closed-form function of z_y with
     ``slope_y`` = ∂new_y/∂z_y (N,): then ∂L/∂z_y = g_y·slope_y, and if new_y also depends on
-    other tensors through its graph (MagFace's ‖x‖, with z_y detached there) it gets g_y. g = coef·(softmax − onehot); hard entries get g·dN/dz. Saves the
+    other tensors through its graph (MagFace's ‖x‖, with z_y detached there) it gets g_y.
+    g = coef·(softmax − onehot); hard entries get g·dN/dz. Saves the
     log-probabilities (one N×C buffer) and, with negatives, the hard mask and dN/dz.
     Half / bfloat16 logits are handled in float32. Not twice differentiable.
     """
