@@ -2,7 +2,7 @@
 pytorch-metric-learning's counterpart, on the same embeddings and class weights.
 
     python3 benchmarks/loss_speed.py [--device cpu|cuda] [--classes 10 10000] [--repeats R]
-                                     [--threads T]
+                                     [--threads T] [--only LABEL ...]
 
 "plain CE" is F.cross_entropy on the same normalised-head logits:
     F.cross_entropy(s * F.linear(F.normalize(x), F.normalize(W)), y)
@@ -10,6 +10,8 @@ pytorch-metric-learning's counterpart, on the same embeddings and class weights.
 round-robin in one run (each repeat runs every callable once, in turn); the table shows
 the median over repeats and the ratios to plain CE and to the pml counterpart.
 Targets: every softmax-family member <= 1.5x plain CE and <= 1x its pml counterpart.
+Sub-center ArcFace's head has K = 3 sub-centres per class, 3C rows: its matmul alone costs
+~3x plain CE's; the line under the table gives its ratio to plain CE on a 3C-row head.
 CPU runs use one intra-op thread by default (--threads): on a shared machine, multi-thread
 timings mostly measure waiting at thread barriers, not the losses.
 """
@@ -53,6 +55,19 @@ MEMBERS = [
     ("modulated", "modulated", {"a": 3.0}, None),
     ("modulated bins=8", "modulated", {"bins": 8, "a": [1.5] * 8}, None),
     ("am_lfs", "am_lfs", {}, None),
+    # the members published after ArcFace (lfsearch/losses_recent.py)
+    ("adaface", "adaface", {}, None),
+    ("magface", "magface", {}, None),
+    ("elasticface_arc", "elasticface_arc", {}, None),
+    ("elasticface_cos", "elasticface_cos", {}, None),
+    ("elasticface_arc_plus", "elasticface_arc_plus", {}, None),
+    ("curricularface", "curricularface", {}, None),
+    ("mv_softmax", "mv_softmax", {}, None),
+    ("mv_softmax arc", "mv_softmax", {"margin_type": "arc", "m": 0.5}, None),
+    ("subcenter_arcface", "subcenter_arcface", {},
+     lambda C: pml.SubCenterArcFaceLoss(num_classes=C, embedding_size=D,
+                                        margin=math.degrees(0.5), scale=64, sub_centers=3)),
+    ("adacos", "adacos", {}, None),
 ]
 JOINT = [
     ("cosface+center", "cosface", {"aux": "center"}),
@@ -78,7 +93,8 @@ def _step_fn(module, x, y):
     return step
 
 
-def run(classes: list[int], repeats: int | None, device: torch.device, out=sys.stdout) -> None:
+def run(classes: list[int], repeats: int | None, device: torch.device, out=sys.stdout,
+        only: list[str] | None = None) -> None:
     gen = torch.Generator().manual_seed(0)
     print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, "
           f"N={N}, D={D}; forward+backward, median of repeats (ms)", file=out)
@@ -97,22 +113,33 @@ def run(classes: list[int], repeats: int | None, device: torch.device, out=sys.s
             logits = 64.0 * F.linear(F.normalize(x), F.normalize(W))
             F.cross_entropy(logits, y).backward()
 
-        fns = {"plain CE": plain_ce}
+        W3 = torch.nn.Parameter(torch.randn(3 * C, D, generator=gen).to(device) / math.sqrt(D))
+
+        def plain_ce_3c():  # the head of sub-center ArcFace (K = 3): 3C rows
+            x.grad = None
+            W3.grad = None
+            logits = 64.0 * F.linear(F.normalize(x), F.normalize(W3))
+            F.cross_entropy(logits, y).backward()
+
+        fns = {"plain CE": plain_ce, "plain CE 3C": plain_ce_3c}
         rows = []
         for label, name, params, pml_ctor in MEMBERS:
+            if only and label not in only:
+                continue
             mod = losses.build(name, D, C, **params).to(device)
+            w0 = weight0 if mod.weight.shape == weight0.shape else mod.weight.detach().cpu()
             with torch.no_grad():
-                mod.weight.copy_(weight0)
+                mod.weight.copy_(w0)
             fns[label] = _step_fn(mod, x, y)
             pml_label = None
             if pml_ctor is not None and pml is not None:
                 ref = pml_ctor(C).to(device)
                 with torch.no_grad():
-                    ref.W.copy_(weight0.t())
+                    ref.W.copy_(w0.t())
                 pml_label = "pml " + label
                 fns[pml_label] = _step_fn(ref, x, y)
             rows.append((label, pml_label, True))
-        for label, name, params in JOINT:
+        for label, name, params in (JOINT if not only else []):
             mod = losses.build(name, D, C, **params).to(device)
             fns[label] = _step_fn(mod, x, y)
             rows.append((label, None, False))
@@ -147,6 +174,10 @@ def run(classes: list[int], repeats: int | None, device: torch.device, out=sys.s
                 cells += f"{'-':>9}{'-':>7}"
             verdict = ("ok" if ok else "MISSED") if family else "(joint, no target)"
             print(f"{cells}  {verdict}", file=out)
+        if "subcenter_arcface" in med:
+            print(f"subcenter_arcface / plain CE on a 3C-row head (the same matmul): "
+                  f"{med['subcenter_arcface'] / med['plain CE 3C']:.2f}; plain CE 3C / plain CE: "
+                  f"{med['plain CE 3C'] / base:.2f}", file=out)
 
 
 def main(argv=None) -> int:
@@ -156,10 +187,12 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--threads", type=int, default=1,
                         help="torch intra-op threads on CPU (default 1; 0 keeps torch's)")
+    parser.add_argument("--only", nargs="+", default=None, metavar="LABEL",
+                        help="time only these members (labels of the table), besides plain CE")
     args = parser.parse_args(argv)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    run(args.classes, args.repeats, torch.device(args.device))
+    run(args.classes, args.repeats, torch.device(args.device), only=args.only)
     return 0
 
 

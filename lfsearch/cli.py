@@ -11,9 +11,11 @@ import sys
 
 
 def _cmd_losses(args: argparse.Namespace) -> int:
-    from lfsearch import losses
+    from lfsearch import losses, losses_recent
 
     print(losses.describe_table())
+    print()
+    print(losses_recent.modulation_table())
     return 0
 
 

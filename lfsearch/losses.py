@@ -1079,6 +1079,10 @@ _REGISTRY: dict[str, type[Loss]] = {
         ArcFace, CombinedMargin, Modulated, AMLFS,
         CenterLoss, RangeLoss, ContrastiveLoss, TripletLoss)
 }
+# the members published after ArcFace (AdaFace, MagFace, ElasticFace, ...): lfsearch/losses_recent.py
+from lfsearch import losses_recent as _recent  # noqa: E402  (it builds on the classes above)
+
+_REGISTRY.update({cls.name: cls for cls in _recent.MEMBERS})
 _ALIASES = {"am_softmax": "cosface"}
 #: Joint-supervision terms usable alone or as ``aux=`` of a softmax-family member.
 AUX_NAMES = tuple(n for n, c in _REGISTRY.items() if c.family == "aux")

@@ -12,6 +12,10 @@ Figures (matplotlib, drawn on Agg figures without pyplot, written to DIR/figures
                τ(p) > p marked (there the "margin" favours the true class: no margin at all);
                and the effective modulating factor log A = log(p(1 − p_m) / (p_m(1 − p))),
                which is s·(cos θ − f(θ)) for a margin and negative exactly where τ(p) > p;
+               a per-sample margin (AdaFace, MagFace, ElasticFace) is its median curve with
+               its 16th–84th percentile band shaded (lfsearch/figures_recent.py);
+- changes      hard-negative transforms (CurricularFace, MV-Softmax) and Sub-center
+               ArcFace's class weights, for the members outside the target-logit family;
 - roc          test ROC (TAR against FAR, linear and log FAR) of open-set benchmarks,
                recomputed from each run's checkpoint.pt and cached in the run's roc.csv;
 - comparison   bar chart of the test metric per method (mean, 95% CI error bars, seeds).
@@ -42,6 +46,7 @@ import pandas as pd
 
 from lfsearch import compare as compare_mod
 from lfsearch import config as config_mod
+from lfsearch import figures_recent
 
 log = logging.getLogger(__name__)
 
@@ -325,6 +330,7 @@ class Curve:
     width: float = 1.6
     tau: bool = False  # AM-LFS τ (may exceed p)
     assumed: bool = False  # drawn with the non-target-cosines-at-0 assumption
+    band: tuple | None = None  # p_m at the 16th and 84th percentile of a per-sample margin
 
 
 P_GRID = 1.0 / (1.0 + np.exp(-np.linspace(-9.0, 11.5, 1200)))  # p from 1.2e-4 to 1 − 1e-5
@@ -337,6 +343,9 @@ def _num_classes(run: Run) -> int:
             import torch
 
             state = torch.load(ckpt, map_location="cpu", weights_only=False)["state"]["loss"]
+            extra = state.get("_extra_state")
+            if isinstance(extra, dict) and "num_classes" in extra:  # sub-centres: C·K rows
+                return int(extra["num_classes"])
             if "weight" in state:
                 return int(state["weight"].shape[0])
         except Exception as exc:  # a damaged checkpoint only costs the exact class count
@@ -344,10 +353,11 @@ def _num_classes(run: Run) -> int:
     return 10
 
 
-def _margin_log_a(loss, p: np.ndarray, num_classes: int) -> np.ndarray | None:
+def _margin_log_a(loss, p: np.ndarray, num_classes: int, target=None) -> np.ndarray | None:
     """log A(p) = s·(cos θ − f(θ)) of a margin member, with cos θ from p under the assumption
     that the non-target cosines are 0: cos θ = log(p (C − 1) / (1 − p)) / s, clipped to
-    [−1, 1]. None when the member has no fixed scale s or no target function."""
+    [−1, 1]. None when the member has no fixed scale s or no target function. ``target``:
+    another f than ``loss.target`` (a percentile of a per-sample margin)."""
     import torch
 
     s = getattr(loss, "s", None)
@@ -356,7 +366,7 @@ def _margin_log_a(loss, p: np.ndarray, num_classes: int) -> np.ndarray | None:
     s = float(s)
     cos = np.clip(np.log(p * (num_classes - 1) / (1 - p)) / s, -1.0, 1.0)
     with torch.no_grad():
-        f = loss.target(torch.as_tensor(cos, dtype=torch.float64)).numpy()
+        f = (target or loss.target)(torch.as_tensor(cos, dtype=torch.float64)).numpy()
     return s * (cos - f)
 
 
@@ -371,7 +381,7 @@ def loss_curves(run: Run, color, *, label: str | None = None, alpha: float = 1.0
     label = run.method if label is None else label
     p = P_GRID
     name = run.loss_name
-    if name in ("softmax", "weighted_softmax", "normface", "l2_softmax"):
+    if name in ("softmax", "weighted_softmax", "normface", "l2_softmax", "adacos"):
         return [Curve(label, p, p.copy(), color, style, alpha)]
     if name == "modulated":  # A = a_i, or exp(s·m_i) in the margin form, per p-bin
         head = losses.build(name, embedding_size=4, num_classes=2,
@@ -394,15 +404,19 @@ def loss_curves(run: Run, color, *, label: str | None = None, alpha: float = 1.0
                             **config_mod.loss_arguments(run.config))
         if params:
             loss.set_params(**params)
+        figures_recent.load_running_state(loss, run)  # final running statistics
     except (ValueError, TypeError) as exc:
         log.info("loss %s cannot be drawn: %s", name, exc)
         return []
-    log_a = _margin_log_a(loss, p, num_classes or _num_classes(run))
+    C = num_classes or _num_classes(run)
+    log_a = _margin_log_a(loss, p, C)
     if log_a is None:
         return []
     a = np.exp(np.minimum(log_a, 700))
+    band = figures_recent.spread_curves(
+        loss, p, lambda loss, p, target: _margin_log_a(loss, p, C, target))
     return [Curve(label, p, p / (p + a * (1 - p)), color, style, alpha,
-                  assumed=bool(np.ptp(log_a) > 1e-9))]
+                  assumed=bool(np.ptp(log_a) > 1e-9), band=band)]
 
 
 LOG_A_MAX = 15.0  # the effective log A axis stops here (τ(p) ≤ 0 means log A = ∞)
@@ -448,7 +462,7 @@ def plot_losses(found: list[Run], references: list[Run], path: Path, title: str,
     curves: list[Curve] = []
     identity = Curve("softmax (p_m = p, A = 1)", P_GRID, P_GRID.copy(), "black", ":", 1.0, 1.2)
     for ref in references:
-        if ref.loss_name in ("softmax", "normface", "l2_softmax", "weighted_softmax"):
+        if ref.loss_name in ("softmax", "normface", "l2_softmax", "weighted_softmax", "adacos"):
             continue
         curves += loss_curves(ref, colors.get(ref.method, "grey"), style="--",
                               label=f"{ref.method} ({_describe_loss(ref)})",
@@ -481,6 +495,12 @@ def plot_losses(found: list[Run], references: list[Run], path: Path, title: str,
         # τ(p) ≤ 0 would give log A → ∞ (the loss is capped there): clip for the axis
         ax2.plot(c.p, np.clip(_effective_log_a(c.p, c.pm), -6, LOG_A_MAX), ls=c.style,
                  color=c.color, alpha=c.alpha, lw=c.width)
+        if c.band is not None:  # spread of a per-sample margin (16th..84th percentile)
+            lo, hi = c.band
+            ax1.fill_between(c.p, lo, hi, color=c.color, alpha=0.15, lw=0)
+            ax2.fill_between(c.p, np.clip(_effective_log_a(c.p, lo), -6, LOG_A_MAX),
+                             np.clip(_effective_log_a(c.p, hi), -6, LOG_A_MAX),
+                             color=c.color, alpha=0.15, lw=0)
         if c.tau:
             over = c.pm > c.p + 1e-12
             if over.any():
@@ -787,8 +807,15 @@ def run_report(folder: Path, *, roc: bool = True) -> dict[str, Any]:
                                                                   else []),
                     figdir / "losses.png", f"{run.method}: loss as a transform of p", colors, C)
     doc.figure(p, "Left: p_m (or AM-LFS τ) against the softmax probability p; dashed: "
-                  "hand-crafted margins; red: where τ(p) > p. Right: the effective log A.")
+                  "hand-crafted margins; red: where τ(p) > p. Right: the effective log A. "
+                  "Shaded: the spread of a per-sample margin over a batch (16th-84th "
+                  "percentile).")
     figures.append(p)
+    p = figures_recent.plot_changes([run], figdir / "changes.png",
+                                    f"{run.method}: negatives and class weights", colors)
+    if p is not None:
+        doc.figure(p, figures_recent.CAPTION)
+        figures.append(p)
     if roc and run.results:
         points = roc_points(run)
         if points is not None:
@@ -890,8 +917,15 @@ def compare_report(folder: Path, *, roc: bool = True) -> dict[str, Any]:
                         "hand-crafted margins (dashed)", colors, C)
         doc.figure(p, "Left: p_m = h(A, p) (τ(p) for AM-LFS) against the softmax probability p "
                       "of the true class; red: where τ(p) exceeds p. Right: effective log A, "
-                      "the amount the target logit is lowered by.")
+                      "the amount the target logit is lowered by. Shaded: the spread of a "
+                      "per-sample margin (AdaFace, MagFace, ElasticFace), 16th to 84th "
+                      "percentile over a batch.")
         figures.append(p)
+        p = figures_recent.plot_changes(b_runs, figdir / f"changes_{tag}.png",
+                                        f"{bench}: negatives and class weights", colors)
+        if p is not None:
+            doc.figure(p, figures_recent.CAPTION)
+            figures.append(p)
         if roc:
             curves: dict[str, list] = {}
             for r in b_runs:

@@ -164,7 +164,8 @@ def test_available_and_heads():
         loss = losses.build(name, D, C)
         if name in losses.AUX_NAMES:
             continue
-        assert loss.weight.shape == (C, D)
+        # Sub-center ArcFace: K sub-centres per class, class-major (C·K, D)
+        assert loss.weight.shape == (C * getattr(loss, "K", 1), D)
         x = torch.randn(5, D)
         assert loss.logits(x).shape == (5, C)
         value = loss(x, torch.tensor([0, 1, 2, 3, 6]))

@@ -56,6 +56,9 @@ def assert_same_state(a: dict, b: dict, rtol=1e-3, atol=1e-4) -> None:
 CASES = [  # (loss, its options, candidates, optimiser, lr)
     ("cosface", {"s": 16.0}, [{"m": 0.05}, {"m": 0.2}, {"m": 0.4}], "sgd", 0.05),
     ("modulated", {"s": 16.0}, [{"a": 1.0}, {"a": 4.0}, {"a": 20.0}], "adam", 3e-3),
+    # running statistics (norm EMA, t) and seeded random margins, per candidate
+    ("adaface", {"s": 16.0, "sigma": 0.05}, [{"m": 0.1}, {"m": 0.3}, {"m": 0.5}], "sgd", 0.05),
+    ("curricularface", {"s": 16.0}, [{"m": 0.1}, {"m": 0.3}, {"m": 0.5}], "sgd", 0.05),
 ]
 
 
