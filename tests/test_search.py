@@ -43,7 +43,7 @@ def test_the_shipped_spaces_cover_every_method_the_issue_names():
 
 def test_count_expands_a_parameter_into_bins():
     specs = config_mod.param_specs(config_mod.load("search_softmax_local"))
-    assert [s.name for s in specs] == ["a_0", "a_1", "a_2", "a_3"]
+    assert [s.name for s in specs] == ["s", "m_0", "m_1", "m_2", "m_3"]
     assert all(s.log and s.low == 1.0 for s in specs)
 
 
