@@ -198,6 +198,10 @@ def validate(raw: dict[str, Any], source: str = "<config>") -> dict[str, Any]:
     candidates = controller.setdefault("candidates", 1)
     _require(isinstance(candidates, int) and not isinstance(candidates, bool) and candidates >= 1,
              source, "controller.candidates", f"an integer >= 1 (got {candidates!r})")
+    # REINFORCE's advantages are rewards minus their mean over the M candidates: all 0 at M = 1
+    _require(kind != "reinforce" or candidates >= 2, source, "controller.candidates",
+             f"an integer >= 2 for kind = \"reinforce\" (with 1 candidate every advantage is 0 "
+             f"and the policy never moves; got {candidates})")
     config["controller"] = controller
 
     reward = dict(raw.get("reward", {}))

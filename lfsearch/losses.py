@@ -156,6 +156,10 @@ class Loss(nn.Module):
         self._values.update(checked)
         self._apply_params()
 
+    def plan_training(self, total_steps: int) -> None:
+        """Told by a run before training how many optimiser steps T it will take (members
+        with a schedule over training progress, e.g. SphereFace's λ, use it)."""
+
     def _validate(self, name: str, value) -> float:  # pragma: no cover - overridden
         return _check_finite(name, value)
 
@@ -569,10 +573,15 @@ class ArcFace(_NormalizedHead):
 
 
 class CombinedMargin(_NormalizedHead):
-    """insightface's combined margin: target s·(cos(m1·θ_y + m2) − m3)."""
+    """insightface's combined margin: target s·(cos(m1·θ_y + m2) − m3).
+
+    f(θ) = cos(m1·θ + m2) − m3 ≤ cos θ (a margin, A ≥ 1) holds for every θ ∈ [0, π] when
+    m1 ≥ 1, m2 ≥ 0 and m3 ≥ 0 (with m1·θ + m2 ≤ π; beyond it the member's fallback
+    applies). With m1 < 1, f > cos θ for large θ (cos(m1·θ) > cos θ): A < 1, a negative
+    margin that makes the target easier, not harder."""
 
     name = "combined_margin"
-    formula = "target s (cos(m1 theta_y + m2) - m3)"
+    formula = "target s (cos(m1 theta_y + m2) - m3); a margin (f <= cos) for m1 >= 1, m2, m3 >= 0"
 
     def __init__(self, embedding_size=None, num_classes=None, *, s: float = 64.0,
                  m1: float = 1.0, m2: float = 0.3, m3: float = 0.2,
@@ -603,11 +612,18 @@ class CombinedMargin(_NormalizedHead):
 
 class _Annealed(_MarginHead):
     """ψ-margin heads with the papers' λ annealing: f = (λ cos θ + ψ(θ)) / (1 + λ),
-    λ_t = max(lambda_min, lambda_base·(1 + lambda_gamma·t)^(−lambda_power)) where t
-    counts the training steps (forward calls in training mode with autograd on)."""
+    λ_t = max(lambda_min, lambda_base·(1 + lambda_gamma·t)^(−lambda_power)), t counting the
+    training steps (forward calls in training mode with autograd on).
+
+    The papers' step counts belong to their own runs (SphereFace reaches λ_min = 5 at step
+    1,658 of 28,000, about 6% of training). Once a run tells the head its length T with
+    `plan_training(T)`, the same curve is stretched over training progress u = t / T: t is
+    replaced by u / lambda_end · t*, where t* is the step at which the paper's curve meets
+    λ* = max(lambda_min, 1e-3·lambda_base); from u = lambda_end on, λ = lambda_min exactly.
+    So λ reaches λ_min at the same fraction of training whatever the dataset size."""
 
     def __init__(self, embedding_size, num_classes, *, m, lambda_base, lambda_gamma,
-                 lambda_power, lambda_min, reduction, generator) -> None:
+                 lambda_power, lambda_min, lambda_end, reduction, generator) -> None:
         super().__init__(embedding_size, num_classes, reduction=reduction,
                          generator=generator)
         self._values["m"] = float(M.check_integer("m", m, 1))
@@ -615,7 +631,26 @@ class _Annealed(_MarginHead):
         self.lambda_gamma = M.check_nonnegative("lambda_gamma", lambda_gamma)
         self.lambda_power = M.check_nonnegative("lambda_power", lambda_power)
         self.lambda_min = M.check_nonnegative("lambda_min", lambda_min)
+        self.lambda_end = M._number("lambda_end", lambda_end, "(0, 1]")
+        if not 0.0 < self.lambda_end <= 1.0:
+            raise ValueError(f"lambda_end (the fraction of training at which λ reaches "
+                             f"lambda_min) must be in (0, 1]; got {self.lambda_end:g}")
         self.step = 0
+        #: training steps T of the whole run (None: the papers' raw step schedule)
+        self.total_steps: int | None = None
+
+    def plan_training(self, total_steps: int) -> None:
+        self.total_steps = max(int(total_steps), 1)
+
+    def _paper_lambda(self, t: float) -> float:
+        return self.lambda_base * (1.0 + self.lambda_gamma * t) ** (-self.lambda_power)
+
+    def _meeting_step(self) -> float:
+        """t* with lambda_base·(1 + γ t*)^(−power) = λ* = max(lambda_min, 1e-3·lambda_base)."""
+        target = max(self.lambda_min, 1e-3 * self.lambda_base)
+        if self.lambda_base <= target or self.lambda_gamma == 0 or self.lambda_power == 0:
+            return 0.0
+        return ((self.lambda_base / target) ** (1.0 / self.lambda_power) - 1.0) / self.lambda_gamma
 
     def _validate(self, name, value):
         if name == "m":
@@ -625,8 +660,12 @@ class _Annealed(_MarginHead):
     @property
     def lam(self) -> float:
         """The current annealing weight λ."""
-        decayed = self.lambda_base * (1.0 + self.lambda_gamma * self.step) ** (-self.lambda_power)
-        return max(self.lambda_min, decayed)
+        if self.total_steps is None:
+            return max(self.lambda_min, self._paper_lambda(self.step))
+        u = self.step / self.total_steps
+        if u >= self.lambda_end:
+            return self.lambda_min
+        return max(self.lambda_min, self._paper_lambda(u / self.lambda_end * self._meeting_step()))
 
     def target(self, cos):
         return M.multiplicative_angular(cos, int(self._values["m"]), self.lam)
@@ -657,11 +696,12 @@ class LSoftmax(_Annealed):
 
     def __init__(self, embedding_size=None, num_classes=None, *, m: int = 4,
                  lambda_base: float = 1000.0, lambda_gamma: float = 0.12,
-                 lambda_power: float = 1.0, lambda_min: float = 0.0,
+                 lambda_power: float = 1.0, lambda_min: float = 0.0, lambda_end: float = 0.5,
                  reduction: str = "mean", generator=None) -> None:
         super().__init__(embedding_size, num_classes, m=m, lambda_base=lambda_base,
                          lambda_gamma=lambda_gamma, lambda_power=lambda_power,
-                         lambda_min=lambda_min, reduction=reduction, generator=generator)
+                         lambda_min=lambda_min, lambda_end=lambda_end, reduction=reduction,
+                         generator=generator)
 
     def _scores(self, x):
         return F.linear(x, self.weight)
@@ -681,11 +721,12 @@ class SphereFace(_Annealed):
 
     def __init__(self, embedding_size=None, num_classes=None, *, m: int = 4,
                  lambda_base: float = 1000.0, lambda_gamma: float = 0.12,
-                 lambda_power: float = 1.0, lambda_min: float = 5.0,
+                 lambda_power: float = 1.0, lambda_min: float = 5.0, lambda_end: float = 0.06,
                  reduction: str = "mean", generator=None) -> None:
         super().__init__(embedding_size, num_classes, m=m, lambda_base=lambda_base,
                          lambda_gamma=lambda_gamma, lambda_power=lambda_power,
-                         lambda_min=lambda_min, reduction=reduction, generator=generator)
+                         lambda_min=lambda_min, lambda_end=lambda_end, reduction=reduction,
+                         generator=generator)
 
     def _scores(self, x):
         return F.linear(x, F.normalize(self.weight, dim=1, eps=_NORM_EPS))
@@ -886,24 +927,44 @@ class _Aux(Loss):
 
 
 class CenterLoss(_Aux):
-    """Center loss (Wen et al. 2016): ½·mean_i ‖x_i − c_{y_i}‖²; the centers (C, D) are
-    parameters learned by the optimiser along with the network."""
+    """Center loss (Wen et al. 2016): ½·mean_i ‖x_i − c_{y_i}‖².
+
+    The centres are not trained by the optimiser: after each training batch they move at
+    their own rate α (the paper's update, α = 0.5 by default),
+    c_j ← c_j − α·Δc_j,  Δc_j = Σ_{i: y_i = j} (c_j − x_i) / (1 + n_j),
+    n_j the batch's samples of class j. They are a buffer, so they live in state_dict."""
 
     name = "center"
-    formula = "1/2 mean_i ||x_i - c_(y_i)||^2"
+    formula = "1/2 mean_i ||x_i - c_(y_i)||^2; c_j -= alpha sum_(y_i=j)(c_j - x_i)/(1 + n_j)"
 
     def __init__(self, embedding_size=None, num_classes=None, *, normalize: bool = False,
-                 generator: torch.Generator | None = None) -> None:
+                 alpha: float = 0.5, generator: torch.Generator | None = None) -> None:
         super().__init__(_check_size("embedding_size", embedding_size),
                          _check_size("num_classes", num_classes), normalize=normalize)
-        self.centers = nn.Parameter(torch.empty(self.num_classes, self.embedding_size))
+        self.alpha = M._number("alpha", alpha, "(0, 1]")
+        if not 0.0 < self.alpha <= 1.0:
+            raise ValueError(f"alpha (the centres' rate) must be in (0, 1]; got {self.alpha:g}")
+        self.register_buffer("centers", torch.empty(self.num_classes, self.embedding_size))
         with torch.no_grad():
             self.centers.normal_(0.0, 0.01, generator=generator)
 
     def forward(self, embeddings, labels):
         x = self._prepare(embeddings, labels)
         diff = x - self.centers.index_select(0, labels).to(x.dtype)
-        return 0.5 * (diff * diff).sum(dim=1).mean()
+        loss = 0.5 * (diff * diff).sum(dim=1).mean()
+        if self.training and torch.is_grad_enabled():
+            self.update_centers(x.detach(), labels)
+        return loss
+
+    @torch.no_grad()
+    def update_centers(self, x: Tensor, labels: Tensor) -> None:
+        """c_j ← c_j − α·Σ_{i: y_i = j}(c_j − x_i)/(1 + n_j) for the classes of the batch."""
+        c = self.centers
+        gap = c.index_select(0, labels) - x.to(c.dtype)
+        sums = torch.zeros_like(c).index_add_(0, labels, gap)
+        counts = torch.zeros(c.shape[0], dtype=c.dtype, device=c.device)
+        counts.index_add_(0, labels, torch.ones_like(labels, dtype=c.dtype))
+        c.sub_(self.alpha * sums / (1.0 + counts)[:, None])
 
 
 class RangeLoss(_Aux):
@@ -1034,6 +1095,10 @@ class Joint(Loss):
 
     def margin_logits(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         return self.main.margin_logits(embeddings, labels)
+
+    def plan_training(self, total_steps: int) -> None:
+        self.main.plan_training(total_steps)
+        self.aux.plan_training(total_steps)
 
     def param_names(self) -> list[str]:
         return (self.main.param_names() + ["aux_weight"]

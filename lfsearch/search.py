@@ -34,7 +34,8 @@ import torch
 
 import lfsearch
 from lfsearch import config as config_mod
-from lfsearch import controllers, data, distributed, evaluate, losses, models, packing, population
+from lfsearch import (controllers, data, distributed, evaluate, losses, models, overlap, packing,
+                      population)
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +170,8 @@ class Search:
             split = bench.val
             if split is None:
                 raise ValueError(f"reward.validation benchmark {spec!r} has no validation split")
+            if spec != "main" and self.benchmark.test is not None:
+                overlap.refuse_overlap(spec, split.images, self.benchmark.test.images)
             name = "val" if spec == "main" else f"val:{spec}"
             out.append(population.Validation(
                 name, split, default_metric(split) if metric == "auto" else metric,
@@ -188,6 +191,8 @@ class Search:
         initial = {s.name: s.init for s in self.specs}
         if initial:
             loss.set_params(**initial)
+        n, batch = len(self.benchmark.train), training["batch_size"]
+        loss.plan_training(self.epochs * (n // batch if n > batch else 1))  # as train_one_epoch
         optimizer = population.make_optimizer(
             training["optimizer"], list(model.parameters()) + list(loss.parameters()),
             lr=training["lr"], momentum=training["momentum"], weight_decay=training["weight_decay"])
