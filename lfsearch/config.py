@@ -6,8 +6,10 @@ the reward and the training defaults::
     [method]      name, description
     [loss]        name = "<losses.available() member>", plus fixed arguments of that loss
     [loss.params.<p>]  init, low, high, log = false, count = 1   (count = K expands to p_0..p_{K-1})
-    [controller]  kind = fixed|random|reinforce|optuna, candidates = M, plus its settings
-    [reward]      metric = "auto" | a metric key, validation = [{benchmark = "main", weight = 1.0}]
+    [controller]  kind = fixed|random|reinforce|optuna, candidates = M, interval = k (1),
+                  plus the kind's settings (lfsearch.controllers)
+    [reward]      metric = "auto" | one of REWARD_METRICS, pairs = N (0: the split's own),
+                  validation = [{benchmark = "main", weight = 1.0}]
     [training]    benchmark, model, embedding_size, epochs, batch_size, optimizer, lr, ...
     [run]         seed, device
     [study]       optional: what `lfsearch study` varies ([study.params.<name>] low, high, ...)
@@ -38,7 +40,11 @@ SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
 SECTIONS = ("method", "loss", "controller", "reward", "training", "run", "study")
 PARAM_KEYS = {"init", "low", "high", "log", "count"}
 METHOD_KEYS = {"name", "description"}
-REWARD_KEYS = {"metric", "validation"}
+REWARD_KEYS = {"metric", "validation", "pairs"}
+#: What [reward] metric may name: higher is better for each (docs/search.md). cosine_gap and
+#: roc_auc are smooth in the embeddings; verification_accuracy is thresholded.
+REWARD_METRICS = ("auto", "verification_accuracy", "roc_auc", "cosine_gap", "rank1",
+                  "tar@far=1e-2", "tar@far=1e-3", "tar@far=1e-4", "accuracy")
 VALIDATION_KEYS = {"benchmark", "weight"}
 RUN_KEYS = {"seed", "device", "threads"}
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -139,8 +145,14 @@ def loss_arguments(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def controller_settings(config: dict[str, Any]) -> dict[str, Any]:
-    """The controller's own settings: [controller] without kind and candidates."""
-    return {k: v for k, v in config["controller"].items() if k not in ("kind", "candidates")}
+    """The controller's own settings: [controller] without kind, candidates and interval."""
+    return {k: v for k, v in config["controller"].items()
+            if k not in ("kind", "candidates", "interval")}
+
+
+def controller_updates(config: dict[str, Any]) -> int:
+    """How many times the controller learns in a run: once per interval, ceil(epochs / k)."""
+    return -(-config["training"]["epochs"] // config["controller"].get("interval", 1))
 
 
 def _require(cond: bool, source: str, key: str, allowed: str) -> None:
@@ -202,12 +214,21 @@ def validate(raw: dict[str, Any], source: str = "<config>") -> dict[str, Any]:
     _require(kind != "reinforce" or candidates >= 2, source, "controller.candidates",
              f"an integer >= 2 for kind = \"reinforce\" (with 1 candidate every advantage is 0 "
              f"and the policy never moves; got {candidates})")
+    interval = controller.get("interval", 1)
+    _require(isinstance(interval, int) and not isinstance(interval, bool) and interval >= 1,
+             source, "controller.interval",
+             f"an integer >= 1, the epochs between competitions (got {interval!r})")
     config["controller"] = controller
 
     reward = dict(raw.get("reward", {}))
     _check_keys(reward, REWARD_KEYS, source, "reward")
     reward.setdefault("metric", "auto")
-    _require(isinstance(reward["metric"], str), source, "reward.metric", "a metric name or 'auto'")
+    _require(reward["metric"] in REWARD_METRICS, source, "reward.metric",
+             f"one of {', '.join(REWARD_METRICS)} (got {reward['metric']!r})")
+    pairs = reward.get("pairs", 0)
+    _require(isinstance(pairs, int) and not isinstance(pairs, bool) and (pairs == 0 or pairs >= 2),
+             source, "reward.pairs", "an integer >= 2 validation pairs, or 0 for the validation "
+             f"split's own pairs (got {pairs!r})")
     validation = reward.setdefault("validation", [{"benchmark": "main", "weight": 1.0}])
     _require(isinstance(validation, list) and len(validation) >= 1, source, "reward.validation",
              "a non-empty list of {benchmark = ..., weight = ...}")
@@ -260,7 +281,8 @@ def validate(raw: dict[str, Any], source: str = "<config>") -> dict[str, Any]:
     # are reported now, naming the file, rather than mid-run.
     specs = param_specs(config)
     try:
-        controllers.build(kind, specs, seed=0, **controller_settings(config))
+        controllers.build(kind, specs, seed=0, horizon=controller_updates(config),
+                          **controller_settings(config))
     except (ValueError, TypeError) as exc:
         raise ValueError(f"{source}: [controller]: {exc}") from None
     try:
@@ -268,6 +290,8 @@ def validate(raw: dict[str, Any], source: str = "<config>") -> dict[str, Any]:
         head = losses.build(name, embedding_size=8, num_classes=4, **loss_arguments(config))
         if initial:
             head.set_params(**initial)
+        if hasattr(head, "check_ranges") and specs:  # a loss that needs a safe search box
+            head.check_ranges({s.name: (s.low, s.high) for s in specs})
     except (ValueError, TypeError) as exc:
         raise ValueError(f"{source}: [loss]: {exc}") from None
     if "study" in raw:  # what `lfsearch study` varies (lfsearch/study.py); ignored by a search

@@ -22,8 +22,26 @@ Kinds and their settings (defaults in brackets):
       grad_mu = mean_i( r~_i * (a_i - mu) / sigma^2 ),     mu <- clip(mu + step(grad_mu))
 
   ``sigma`` [0.1], ``sigma_decay`` [1.0, multiplicative per update], ``sigma_min`` [0.01],
+  ``sigma_final`` [None: no schedule], ``sigma_schedule`` ['log_linear' | 'cosine'],
   ``lr`` [0.05 for adam, 0.005 for sgd], ``optimizer`` ['adam' | 'sgd'],
+  ``baseline`` ['batch_mean' | 'ema' | 'none'], ``ema_decay`` [0.9],
   ``reward_normalisation`` ['zscore' | 'mean' | 'rank' | 'none'], ``warmup_epochs`` [0].
+  The advantage of candidate i (see :func:`advantages`) is
+
+      r~_i = (r_i - b) / std(r)   zscore          r~_i = r_i - b   mean, none
+      r~_i = centred rank of r_i  rank (mean 0: the baseline changes nothing)
+
+  with b = mean(r) (batch_mean), b = 0 (none), or the moving average of past batch means
+  (ema): b_1 = mean(r_1), then b_t used at update t and b_{t+1} = d·b_t + (1 - d)·mean(r_t)
+  with d = ``ema_decay``. Annealing: with ``sigma_final`` the policy std of the t-th learning
+  update (t = 0..T-1 after warm-up, T = ``horizon`` - ``warmup_epochs``, ``horizon`` = the
+  number of updates of the run, which the search passes) is
+
+      log_linear: sigma_t = sigma · (sigma_final / sigma)^(t / (T - 1))
+      cosine:     sigma_t = sigma_final + (sigma - sigma_final) · (1 + cos(pi t / (T - 1))) / 2
+
+  so the first batch is drawn with ``sigma`` and the last with ``sigma_final`` (it replaces
+  sigma_decay/sigma_min, which cannot be combined with it).
 - ``optuna`` -- any Optuna sampler proposing the candidates through ``study.ask()`` with a
   ``FloatDistribution(low, high, log=log)`` per parameter; ``update`` tells the rewards
   (direction: maximise). ``sampler`` ['tpe' | 'cmaes' | 'gp' | 'random'],
@@ -76,6 +94,8 @@ logger = logging.getLogger(__name__)
 
 KINDS = ("fixed", "random", "reinforce", "optuna")
 REWARD_NORMALISATIONS = ("zscore", "mean", "rank", "none")
+BASELINES = ("batch_mean", "ema", "none")
+SIGMA_SCHEDULES = ("log_linear", "cosine")
 OPTIMIZERS = ("adam", "sgd")
 OPTUNA_SAMPLERS = ("tpe", "cmaes", "gp", "random")
 _STATE_VERSION = 1
@@ -258,6 +278,39 @@ def normalise_rewards(rewards: np.ndarray, how: str) -> np.ndarray:
         return ranks / (r.size - 1) - 0.5
     raise ValueError(f"reward_normalisation must be one of {list(REWARD_NORMALISATIONS)}, "
                      f"got {how!r}")
+
+
+def advantages(rewards: np.ndarray, how: str, baseline: float) -> np.ndarray:
+    """REINFORCE advantages: zscore (r - b)/std(r) (0 when std = 0); mean and none r - b;
+    rank: centred ranks in [-0.5, 0.5] (``normalise_rewards``; the baseline b is not used,
+    the ranks have mean 0 already)."""
+    r = np.asarray(rewards, dtype=np.float64)
+    if how == "rank":
+        return normalise_rewards(r, "rank")
+    if how == "zscore":
+        std = r.std()
+        scale = max(1.0, abs(r.mean()))
+        return (r - baseline) / std if std > 1e-12 * scale else np.zeros_like(r)
+    if how in ("mean", "none"):
+        return r - baseline
+    raise ValueError(f"reward_normalisation must be one of {list(REWARD_NORMALISATIONS)}, "
+                     f"got {how!r}")
+
+
+def sigma_schedule(sigma0: np.ndarray, sigma_final: float, t: int, updates: int,
+                   how: str = "log_linear") -> np.ndarray:
+    """The policy std of learning update t of ``updates`` (t = 0 .. updates-1): sigma0 at
+    t = 0, sigma_final at t = updates-1, log-linear or cosine in between (constant past
+    the end; sigma0 when updates <= 1)."""
+    sigma0 = np.asarray(sigma0, dtype=np.float64)
+    if updates <= 1:
+        return sigma0.copy()
+    x = min(max(t, 0), updates - 1) / (updates - 1)
+    if how == "log_linear":
+        return sigma0 * (sigma_final / sigma0) ** x
+    if how == "cosine":
+        return sigma_final + (sigma0 - sigma_final) * 0.5 * (1.0 + math.cos(math.pi * x))
+    raise ValueError(f"sigma_schedule must be one of {list(SIGMA_SCHEDULES)}, got {how!r}")
 
 
 def _check_params(params: Any, space: list[ParamSpec]) -> list[dict[str, float]]:
@@ -478,7 +531,9 @@ class ReinforceController(_SeededBase):
     """Search-Softmax / AM-LFS: Gaussian policy N(mu, sigma^2) in unit space, clipped draws,
     REINFORCE on normalised rewards: grad_mu = mean_i(r~_i (a_i - mu) / sigma^2), ascended by
     Adam or SGD; mu clipped to [0, 1] (the bounds) after each update; sigma annealed
-    sigma <- max(sigma * sigma_decay, sigma_min) per update.
+    sigma <- max(sigma * sigma_decay, sigma_min) per update, or by the schedule of
+    ``sigma_final`` (module docstring). Advantages: :func:`advantages` with the baseline b of
+    ``baseline``.
 
     The gradient uses each candidate's unclipped draw a_i (the Gaussian's own sample, so the
     estimate is unbiased for the clipped action's reward) when ``params`` are the ones the
@@ -488,13 +543,31 @@ class ReinforceController(_SeededBase):
     kind = "reinforce"
 
     def __init__(self, space: list[ParamSpec], seed: int, *, sigma: Any = 0.1,
-                 sigma_decay: Any = 1.0, sigma_min: Any = 0.01, lr: Any = None,
+                 sigma_decay: Any = 1.0, sigma_min: Any = 0.01, sigma_final: Any = None,
+                 sigma_schedule: Any = "log_linear", lr: Any = None,
                  optimizer: Any = "adam", reward_normalisation: Any = "zscore",
-                 warmup_epochs: Any = 0) -> None:
+                 baseline: Any = "batch_mean", ema_decay: Any = 0.9,
+                 warmup_epochs: Any = 0, horizon: Any = None) -> None:
         super().__init__(space, seed, warmup_epochs)
         self.optimizer = _check_choice("optimizer", optimizer, OPTIMIZERS)
         self.reward_normalisation = _check_choice("reward_normalisation", reward_normalisation,
                                                   REWARD_NORMALISATIONS)
+        self.baseline = _check_choice("baseline", baseline, BASELINES)
+        self.ema_decay = _as_float(ema_decay, "ema_decay")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be >= 0 and < 1, got {ema_decay!r}")
+        self.ema: float | None = None  # the moving-average baseline (baseline = 'ema')
+        self.sigma_schedule = _check_choice("sigma_schedule", sigma_schedule, SIGMA_SCHEDULES)
+        if sigma_final is not None:
+            sigma_final = _check_positive("sigma_final", sigma_final, upper=1.0)
+            if sigma_decay != 1.0:
+                raise ValueError("sigma_final and sigma_decay exclude each other (allowed: "
+                                 "sigma_final with sigma_decay = 1, or sigma_decay alone)")
+            if horizon is None:
+                raise ValueError("sigma_final needs horizon, the number of controller updates "
+                                 "of the run (the search passes it)")
+        self.sigma_final = sigma_final
+        self.horizon = None if horizon is None else _check_int("horizon", horizon, 1)
         if lr is None:
             lr = 0.05 if self.optimizer == "adam" else 0.005
         self.lr = _check_positive("lr", lr)
@@ -510,6 +583,7 @@ class ReinforceController(_SeededBase):
             sig = [sigma] * d
         self.sigma = np.array([_check_positive(f"sigma ({n})", s, upper=1.0)
                                for n, s in zip(self.names, sig)], dtype=np.float64)
+        self.sigma0 = self.sigma.copy()
         self.mu = np.array([p.to_unit(p.init) for p in space], dtype=np.float64)
         # Adam moments (unused by sgd)
         self.adam_m = np.zeros(d)
@@ -559,7 +633,7 @@ class ReinforceController(_SeededBase):
             self.epoch += 1
             return
         self._note_best(params, r)
-        adv = normalise_rewards(r, self.reward_normalisation)
+        adv = advantages(r, self.reward_normalisation, self._baseline(r))
         acts = self._actions(params)
         grad = (adv[:, None] * (acts - self.mu[None, :])).mean(axis=0) / self.sigma**2
         self.last_grad = grad
@@ -573,17 +647,36 @@ class ReinforceController(_SeededBase):
         else:
             step = self.lr * grad
         self.mu = np.clip(self.mu + step, 0.0, 1.0)
-        self.sigma = np.maximum(self.sigma * self.sigma_decay,
-                                np.minimum(self.sigma_min, self.sigma))
         self._pending = []
         self.epoch += 1
+        if self.sigma_final is not None:  # the std of the next learning update
+            self.sigma = sigma_schedule(self.sigma0, self.sigma_final,
+                                        self.epoch - self.warmup_epochs,
+                                        self.horizon - self.warmup_epochs, self.sigma_schedule)
+        else:
+            self.sigma = np.maximum(self.sigma * self.sigma_decay,
+                                    np.minimum(self.sigma_min, self.sigma))
+
+    def _baseline(self, r: np.ndarray) -> float:
+        """b for this update (batch_mean, ema or none); moves the ema on to the next one."""
+        if self.baseline == "none":
+            return 0.0
+        if self.baseline == "batch_mean":
+            return float(r.mean())
+        b = float(r.mean()) if self.ema is None else self.ema
+        self.ema = self.ema_decay * b + (1.0 - self.ema_decay) * float(r.mean())
+        return b
 
     def state_dict(self) -> dict:
         state = self._seeded_state()
         state.update({
             "settings": {"sigma_decay": self.sigma_decay, "sigma_min": self.sigma_min,
                          "lr": self.lr, "optimizer": self.optimizer,
-                         "reward_normalisation": self.reward_normalisation},
+                         "reward_normalisation": self.reward_normalisation,
+                         "sigma_final": self.sigma_final, "sigma_schedule": self.sigma_schedule,
+                         "horizon": self.horizon, "baseline": self.baseline,
+                         "ema_decay": self.ema_decay},
+            "sigma0": self.sigma0.tolist(), "ema": self.ema,
             "mu": self.mu.tolist(), "sigma": self.sigma.tolist(),
             "adam_m": self.adam_m.tolist(), "adam_v": self.adam_v.tolist(),
             "adam_t": self.adam_t, "last_grad": self.last_grad.tolist(),
@@ -596,8 +689,14 @@ class ReinforceController(_SeededBase):
         s = state["settings"]
         self.sigma_decay, self.sigma_min, self.lr = s["sigma_decay"], s["sigma_min"], s["lr"]
         self.optimizer, self.reward_normalisation = s["optimizer"], s["reward_normalisation"]
+        # absent from states written before these settings existed: their defaults
+        self.sigma_final, self.horizon = s.get("sigma_final"), s.get("horizon")
+        self.sigma_schedule = s.get("sigma_schedule", "log_linear")
+        self.baseline, self.ema_decay = s.get("baseline", "batch_mean"), s.get("ema_decay", 0.9)
+        self.ema = state.get("ema")
         self.mu = np.array(state["mu"], dtype=np.float64)
         self.sigma = np.array(state["sigma"], dtype=np.float64)
+        self.sigma0 = np.array(state.get("sigma0", state["sigma"]), dtype=np.float64)
         self.adam_m = np.array(state["adam_m"], dtype=np.float64)
         self.adam_v = np.array(state["adam_v"], dtype=np.float64)
         self.adam_t = int(state["adam_t"])
@@ -827,8 +926,8 @@ _CLASSES = {"fixed": FixedController, "random": RandomController,
 _SETTINGS = {
     "fixed": ("schedule",),
     "random": ("warmup_epochs",),
-    "reinforce": ("sigma", "sigma_decay", "sigma_min", "lr", "optimizer",
-                  "reward_normalisation", "warmup_epochs"),
+    "reinforce": ("sigma", "sigma_decay", "sigma_min", "sigma_final", "sigma_schedule", "lr",
+                  "optimizer", "reward_normalisation", "baseline", "ema_decay", "warmup_epochs"),
     "optuna": ("sampler", "n_startup_trials", "reward_normalisation", "include_init",
                "warmup_epochs"),
 }
@@ -839,9 +938,12 @@ def available() -> dict[str, tuple[str, ...]]:
     return dict(_SETTINGS)
 
 
-def build(kind: str, space: list[ParamSpec], *, seed: int, **settings: Any) -> Controller:
+def build(kind: str, space: list[ParamSpec], *, seed: int, horizon: int | None = None,
+          **settings: Any) -> Controller:
     """A controller of ``kind`` (fixed, random, reinforce, optuna) over ``space``.
 
+    ``horizon``: the number of ``update`` calls the run will make (what reinforce's
+    ``sigma_final`` anneals over); the other kinds do not use it.
     Unknown kinds and settings raise ValueError listing the allowed ones.
     """
     if kind not in _CLASSES:
@@ -853,4 +955,6 @@ def build(kind: str, space: list[ParamSpec], *, seed: int, **settings: Any) -> C
                          f"allowed: {list(allowed)}")
     space = _check_space(space, kind)
     seed = _check_seed(seed)
+    if kind == "reinforce":
+        settings["horizon"] = horizon
     return _CLASSES[kind](space, seed, **settings)

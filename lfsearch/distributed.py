@@ -385,13 +385,15 @@ def on_main(group: Group | None, fn: Callable[[], Any], what: str) -> Any:
 # ------------------------------------------------------------------------------ one epoch
 def run_epoch(group: Group, train: Callable[[list[int], Callable], list[Any]], count: int,
               device: torch.device, on_candidate: Callable[[int, Any], None] | None = None,
-              *, epoch: int = 0) -> list[Any]:
+              *, epoch: int = 0, keep_all: bool = False) -> list[Any]:
     """One epoch of `count` candidates spread over the ranks; every rank gets every result.
 
     train(indices, on_candidate) trains the candidates `indices` (global indices) from the
     epoch's start state and returns their CandidateResults in that order, the best keeping its
     state (population.run_epoch_sequential). Returns all `count` results in index order; the
-    chosen one (population.choose_best) carries its state on every rank.
+    chosen one (population.choose_best) carries its state on every rank. With keep_all (an
+    epoch inside a competition interval) no state travels: each rank's own candidates keep
+    their states (train keeps every one), for that rank's next epoch.
     """
     from lfsearch import population
 
@@ -402,7 +404,7 @@ def run_epoch(group: Group, train: Callable[[list[int], Callable], list[Any]], c
             on_candidate(mine[j], result)
 
     local = train(mine, local_done)
-    best = next((r for r in local if r.state is not None), None)
+    best = None if keep_all else next((r for r in local if r.state is not None), None)
     shared = [(i, dataclasses.replace(r, state=None)) for i, r in zip(mine, local)]
     skeleton = flatten_state(best.state)[0] if best is not None else None
     gathered = group.all_gather_object((shared, skeleton), f"gathering epoch {epoch}'s results")
@@ -417,6 +419,10 @@ def run_epoch(group: Group, train: Callable[[list[int], Callable], list[Any]], c
         for i in range(count):
             if i not in mine:
                 on_candidate(i, results[i])
+    if keep_all:
+        for j, i in enumerate(mine):
+            results[i].state = local[j].state
+        return results
     chosen = population.choose_best(results)
     if chosen is None:
         return results

@@ -134,6 +134,19 @@ def equal_error_rate(fpr: np.ndarray, tpr: np.ndarray) -> float:
     return float(fpr[j - 1] + t * (fpr[j] - fpr[j - 1]))
 
 
+def cosine_gap(scores: Any, same: Any) -> float:
+    """Mean score of the same pairs minus mean score of the different pairs:
+    gap = mean_{same} s_ij − mean_{different} s_ij, in [−2, 2] for cosine scores. A smooth
+    reward: it moves with every pair's cosine, where accuracy moves only when a pair crosses
+    the threshold."""
+    s = _to_numpy(scores, np.float64).reshape(-1)
+    y = _to_numpy(same).astype(bool).reshape(-1)
+    if s.shape != y.shape or not y.any() or y.all():
+        raise ValueError("cosine_gap needs scores and is-same flags of one length, with same "
+                         "and different pairs")
+    return float(s[y].mean() - s[~y].mean())
+
+
 def verification_metrics(scores: Any, same: Any, folds: Any = None, *,
                          far_targets: Iterable[float] = FAR_TARGETS,
                          n_folds: int = 10) -> dict[str, float]:
@@ -142,8 +155,9 @@ def verification_metrics(scores: Any, same: Any, folds: Any = None, *,
     folds (P,) assigns pairs to folds (LFW's 10 sets); None splits them into `n_folds`
     contiguous folds (sklearn KFold, no shuffle). Keys: verification_accuracy (mean over folds
     of the accuracy at the threshold chosen on the other folds), verification_accuracy_std,
-    threshold (mean chosen threshold), roc_auc, eer, tar@far=1e-2/1e-3/1e-4 (NaN where there
-    are fewer than 1/FAR negative pairs), pairs, negative_pairs."""
+    threshold (mean chosen threshold), roc_auc, cosine_gap (:func:`cosine_gap`), eer,
+    tar@far=1e-2/1e-3/1e-4 (NaN where there are fewer than 1/FAR negative pairs), pairs,
+    negative_pairs."""
     s = _to_numpy(scores, np.float64).reshape(-1)
     y = _to_numpy(same).astype(bool).reshape(-1)
     if s.shape != y.shape:
@@ -177,6 +191,7 @@ def verification_metrics(scores: Any, same: Any, folds: Any = None, *,
         "verification_accuracy_std": float(np.std(accuracies)),
         "threshold": float(np.mean(thresholds)),
         "roc_auc": float(auc(fpr, tpr)),
+        "cosine_gap": cosine_gap(s, y),
         "eer": equal_error_rate(fpr, tpr),
     }
     for far in far_targets:

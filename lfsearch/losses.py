@@ -825,7 +825,14 @@ class AMLFS(_NormalizedHead):
     class after its logit is replaced by s·t(cos θ_y) (``use_t``); τ and t are
     piecewise linear over K equal intervals of [0, 1] and [−1, 1] (see
     :mod:`lfsearch.margins`). Params ``tau_slope_i``, ``tau_intercept_i``, ``t_slope_i``,
-    ``t_intercept_i`` (i < K), unconstrained; identity (slopes 1, intercepts 0) by default.
+    ``t_intercept_i`` (i < K); identity (slopes 1, intercepts 0) by default.
+
+    The loss needs τ(p) > 0: where τ(p) ≤ 0 it is capped at −log(tiny) with no gradient.
+    Each piece is linear, so τ > 0 on (0, 1] for every value in a search box iff, for each
+    bin i with edges p_i < p_{i+1}, min(a_lo·p, a_hi·p) + b_lo > 0 at each edge p > 0 and
+    b_lo ≥ 0 at the edge p = 0 (τ(0) = 0 is the identity's own value, never reached by a
+    softmax probability). :meth:`check_ranges` refuses a search box that breaks this; the
+    shipped space keeps slopes in [0.5, 1.5] and intercepts in [0, 0.2].
     """
 
     name = "am_lfs"
@@ -867,6 +874,22 @@ class AMLFS(_NormalizedHead):
         if self.use_t:
             t = [[v[f"t_slope_{i}"] for i in range(k)], [v[f"t_intercept_{i}"] for i in range(k)]]
             self.t_coef.copy_(torch.tensor(t, dtype=torch.float64))
+
+    def check_ranges(self, ranges: dict[str, tuple[float, float]]) -> None:
+        """Refuse searched ranges {name: (low, high)} that allow τ(p) ≤ 0 somewhere on (0, 1]
+        (the condition of the class docstring; unsearched values count as low = high)."""
+        k = self.bins
+        for i in range(k):
+            a_lo, a_hi = ranges.get(f"tau_slope_{i}", (self._values[f"tau_slope_{i}"],) * 2)
+            b_lo, _ = ranges.get(f"tau_intercept_{i}", (self._values[f"tau_intercept_{i}"],) * 2)
+            for p in (i / k, (i + 1) / k):
+                worst = min(a_lo * p, a_hi * p) + b_lo
+                if (worst < 0) if p == 0 else (worst <= 0):
+                    raise ValueError(
+                        f"tau_slope_{i} in [{a_lo:g}, {a_hi:g}] with tau_intercept_{i} low = "
+                        f"{b_lo:g} allows tau(p) = {worst:g} <= 0 at p = {p:g}; allowed: ranges "
+                        "with slope*p + intercept > 0 on every bin of (0, 1] (e.g. intercept "
+                        "low >= 0 and slope low > 0)")
 
     def target(self, cos):
         coef = self.t_coef.to(cos.dtype)

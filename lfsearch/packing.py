@@ -137,28 +137,39 @@ class PackedPopulation:
     into the trainee (for evaluation, or to save it).
     """
 
-    def __init__(self, trainee: Trainee, start: dict[str, Any], params: list[dict[str, float]],
-                 *, lr: float, accel: Accel = Accel()) -> None:
+    def __init__(self, trainee: Trainee, start: dict[str, Any] | list[dict[str, Any]],
+                 params: list[dict[str, float]], *, lr: float, accel: Accel = Accel()) -> None:
         if not isinstance(trainee.optimizer, ELEMENTWISE_OPTIMIZERS):
             raise ValueError(f"packed training needs an element-wise optimiser; got "
                              f"{type(trainee.optimizer).__name__} (allowed: sgd, adam, adamw); "
                              "use training.packing = 'sequential'")
         self.trainee, self.accel, self.m = trainee, accel, len(params)
         m = self.m
-        trainee.load(start)
+        # one start state shared by every candidate, or one per candidate (inside an interval)
+        starts = population.starts_of(start, m)
+        shared = all(st is starts[0] for st in starts)
+        trainee.load(starts[0])
         for group in trainee.optimizer.param_groups:
             group["lr"] = lr
         self.groups = copy.deepcopy(trainee.optimizer.state_dict()["param_groups"])
         model, loss = trainee.model, trainee.loss
         model.train()
-        self.params = {n: _stack(p, m).requires_grad_(p.requires_grad)
-                       for n, p in model.named_parameters()}
-        self.buffers = {n: _stack(b, m) for n, b in model.named_buffers()}
+        if shared:
+            self.params = {n: _stack(p, m).requires_grad_(p.requires_grad)
+                           for n, p in model.named_parameters()}
+            self.buffers = {n: _stack(b, m) for n, b in model.named_buffers()}
+        else:
+            own_sd = [st["model"] for st in starts]
+            self.params = {n: _gather(own_sd, n, p).requires_grad_(p.requires_grad)
+                           for n, p in model.named_parameters()}
+            self.buffers = {n: _gather(own_sd, n, b) for n, b in model.named_buffers()}
         # every candidate: its own loss module (own searched values, buffers, counters) and
         # its own head tensors, passed to the module in place of its parameters
         self.losses: list[nn.Module] = []
         self.heads: list[dict[str, Tensor]] = []
-        for values in params:
+        for i, values in enumerate(params):
+            if not shared:
+                loss.load_state_dict(starts[i]["loss"])
             own = _share_parameters_copy(loss)
             # set_params before the head is copied: a searched value kept in a parameter
             # (l2_softmax's learned alpha) is written into the shared parameter
@@ -184,19 +195,25 @@ class PackedPopulation:
                             else [h[name] for h in self.heads])
             groups.append({**{k: v for k, v in group.items() if k != "params"}, "params": tensors})
         self.optimizer = type(trainee.optimizer)(groups)
-        # the start optimiser state, repeated M times
+        # the start optimiser state, repeated M times (or each candidate's own)
         originals = [p for g in trainee.optimizer.param_groups for p in g["params"]]
-        for p, (kind, name) in zip(originals, self.slots):
-            state = trainee.optimizer.state.get(p)
+        for index, (p, (kind, name)) in enumerate(zip(originals, self.slots)):
+            if shared:
+                state = trainee.optimizer.state.get(p)
+                own = [state] * m
+            else:  # a state_dict's optimiser state is keyed by the parameter's position
+                own = [st["optimizer"]["state"].get(index) for st in starts]
+                state = own[0]
             if not state:
                 continue
             if kind == "model":
                 self.optimizer.state[self.params[name]] = {
-                    k: (_stack(v, m) if self._stacked(k, v, p) else _clone(v))
+                    k: ((_stack(v, m) if shared else torch.stack([o[k].detach() for o in own]))
+                        if self._stacked(k, v, p) else _clone(v))
                     for k, v in state.items()}
             else:
-                for h in self.heads:
-                    self.optimizer.state[h[name]] = {k: _clone(v) for k, v in state.items()}
+                for h, o in zip(self.heads, own):
+                    self.optimizer.state[h[name]] = {k: _clone(v) for k, v in o.items()}
         self.forward = functools.partial(_packed_forward(accel.compile), model)
 
     @staticmethod
@@ -293,20 +310,48 @@ class PackedPopulation:
         self.trainee.optimizer.load_state_dict(state["optimizer"])
 
 
+def _gather(state_dicts: list[dict[str, Tensor]], name: str, current: Tensor) -> Tensor:
+    """Each candidate's own tensor `name`, stacked (M, ...); a tensor a state_dict leaves
+    out (a non-persistent buffer) is the module's current one, repeated."""
+    if all(name in sd for sd in state_dicts):
+        return torch.stack([sd[name].detach().to(current.device) for sd in state_dicts]).clone()
+    return _stack(current, len(state_dicts))
+
+
 def _clone(v: Any) -> Any:
     return v.detach().clone() if isinstance(v, Tensor) else copy.deepcopy(v)
 
 
-def run_epoch_packed(trainee: Trainee, start: dict[str, Any], params: list[dict[str, float]], *,
+def run_epoch_packed(trainee: Trainee, start: dict[str, Any] | list[dict[str, Any] | None],
+                     params: list[dict[str, float]], *,
                      train: data.LabelledImages, validations: list[Validation], batch_size: int,
                      lr: float, data_seed: int, candidate_seeds: list[int], augment: str = "none",
                      on_candidate: Callable[[int, CandidateResult], None] | None = None,
-                     accel: Accel | None = None) -> list[CandidateResult]:
+                     accel: Accel | None = None, keep_all: bool = False) -> list[CandidateResult]:
     """Train the candidates together from `start` (see the module docstring); keeps only the
-    best one's state. Same arguments and results as `population.run_epoch_sequential`;
-    `accel` defaults to `Accel.for_device` of the training data's device."""
+    best one's state (or every one's: keep_all). Same arguments and results as
+    `population.run_epoch_sequential`, per-candidate starts included (a candidate whose start
+    is None is not packed and stays "diverged"); `accel` defaults to `Accel.for_device` of
+    the training data's device."""
     if not params:
         return []
+    starts = population.starts_of(start, len(params))
+    alive = [i for i, st in enumerate(starts) if st is not None]
+    if len(alive) < len(params):  # pack the live candidates only, report the others as skipped
+        inner = run_epoch_packed(
+            trainee, [starts[i] for i in alive], [params[i] for i in alive], train=train,
+            validations=validations, batch_size=batch_size, lr=lr, data_seed=data_seed,
+            candidate_seeds=[candidate_seeds[i] for i in alive], augment=augment,
+            accel=accel, keep_all=keep_all) if alive else []
+        by_index = dict(zip(alive, inner))
+        results = [by_index[i] if i in by_index else population.skipped(params[i])
+                   for i in range(len(params))]
+        if on_candidate is not None:
+            for i, r in enumerate(results):
+                on_candidate(i, r)
+        return results
+    if all(st is starts[0] for st in starts):
+        start = starts[0]
     device = train.images.device
     accel = Accel.for_device(device) if accel is None else accel
     if accel.channels_last:  # once per epoch: batches cut from it stay channels-last
@@ -321,15 +366,16 @@ def run_epoch_packed(trainee: Trainee, start: dict[str, Any], params: list[dict[
             trainee.loss.set_params(**values)  # as the reference path; the trained state wins
             pop.load_candidate(i)
         population.record_candidate(results, values, train_loss, status, trainee, validations,
-                                    on_candidate)
+                                    on_candidate, keep_all=keep_all)
     return results
 
 
-def run_epoch(mode: str, trainee: Trainee, start: dict[str, Any], params: list[dict[str, float]],
+def run_epoch(mode: str, trainee: Trainee, start: dict[str, Any] | list[dict[str, Any] | None],
+              params: list[dict[str, float]],
               *, train: data.LabelledImages, validations: list[Validation], batch_size: int,
               lr: float, data_seed: int, candidate_seeds: list[int], augment: str = "none",
               on_candidate: Callable[[int, CandidateResult], None] | None = None,
-              accel: Accel | None = None) -> list[CandidateResult]:
+              accel: Accel | None = None, keep_all: bool = False) -> list[CandidateResult]:
     """One population epoch by `mode` ("auto" | "sequential" | "packed"; see resolve_mode),
     with the keyword arguments of `population.run_epoch_sequential`.
 
@@ -339,7 +385,7 @@ def run_epoch(mode: str, trainee: Trainee, start: dict[str, Any], params: list[d
     accel = Accel.for_device(device) if accel is None else accel
     kwargs = dict(train=train, validations=validations, batch_size=batch_size, lr=lr,
                   data_seed=data_seed, candidate_seeds=candidate_seeds, augment=augment,
-                  on_candidate=on_candidate)
+                  on_candidate=on_candidate, keep_all=keep_all)
     if resolve_mode(mode, device) == "packed":
         return run_epoch_packed(trainee, start, params, accel=accel, **kwargs)
     if accel.channels_last:

@@ -7,6 +7,11 @@ what the search broadcasts to the next epoch.
 
 Reward of a candidate = Σ_k w_k · metric_k / Σ_k w_k over the validation splits. A candidate
 whose training loss turns NaN or infinite stops at once and gets the worst reward, 0.
+
+Within a competition interval ([controller] interval = k > 1, docs/search.md) the candidates
+do not start from one state: `start` is then a list, one state per candidate (None for a
+candidate that diverged earlier in the interval: it is not trained again and stays
+"diverged"), and keep_all=True keeps every candidate's state for its next epoch.
 """
 
 from __future__ import annotations
@@ -136,41 +141,70 @@ def reward_of(trainee: Trainee, validations: list[Validation]) -> tuple[float, d
     return (reward if math.isfinite(reward) else WORST_REWARD), metrics
 
 
-def run_epoch_sequential(trainee: Trainee, start: dict[str, Any], params: list[dict[str, float]], *,
+def starts_of(start: dict[str, Any] | list[dict[str, Any] | None], m: int,
+              ) -> list[dict[str, Any] | None]:
+    """The start state of each of m candidates: one shared state, or a list of m states."""
+    if isinstance(start, dict):
+        return [start] * m
+    if len(start) != m:
+        raise ValueError(f"start: got {len(start)} states for {m} candidates; need one each")
+    return list(start)
+
+
+def skipped(values: dict[str, float]) -> CandidateResult:
+    """The result of a candidate that diverged earlier in its interval (not trained again)."""
+    return CandidateResult(dict(values), WORST_REWARD, float("nan"), "diverged")
+
+
+def run_epoch_sequential(trainee: Trainee, start: dict[str, Any] | list[dict[str, Any] | None],
+                         params: list[dict[str, float]], *,
                          train: data.LabelledImages, validations: list[Validation], batch_size: int,
                          lr: float, data_seed: int, candidate_seeds: list[int], augment: str = "none",
                          on_candidate: Callable[[int, CandidateResult], None] | None = None,
-                         autocast_dtype: torch.dtype | None = None) -> list[CandidateResult]:
-    """Train the candidates one after another from `start`; keeps only the best one's state.
+                         autocast_dtype: torch.dtype | None = None,
+                         keep_all: bool = False) -> list[CandidateResult]:
+    """Train the candidates one after another from `start` (one state, or one per candidate:
+    see the module docstring); keeps only the best one's state, or every one's (keep_all).
 
     Every candidate sees the same batches in the same order (a generator seeded by data_seed),
     and its own global RNG seed (dropout and the like) from candidate_seeds.
     """
     results: list[CandidateResult] = []
-    for i, values in enumerate(params):
-        trainee.load(start)
+    for i, (values, own_start) in enumerate(zip(params, starts_of(start, len(params)))):
+        if own_start is None:
+            results.append(skipped(values))
+            if on_candidate is not None:
+                on_candidate(i, results[-1])
+            continue
+        trainee.load(own_start)
         trainee.loss.set_params(**values)
         torch.manual_seed(candidate_seeds[i])
         generator = torch.Generator().manual_seed(data_seed)  # CPU: the same draws on any device
         train_loss, status = train_one_epoch(trainee, train, batch_size=batch_size,
                                              generator=generator, lr=lr, augment=augment,
                                              autocast_dtype=autocast_dtype)
-        record_candidate(results, values, train_loss, status, trainee, validations, on_candidate)
+        record_candidate(results, values, train_loss, status, trainee, validations, on_candidate,
+                         keep_all=keep_all)
     return results
 
 
 def record_candidate(results: list[CandidateResult], values: dict[str, float], train_loss: float,
                      status: str, trainee: Trainee, validations: list[Validation],
-                     on_candidate: Callable[[int, CandidateResult], None] | None) -> None:
+                     on_candidate: Callable[[int, CandidateResult], None] | None,
+                     keep_all: bool = False) -> None:
     """Reward the candidate `trainee` now holds, append its result, and keep the state of the
-    best candidate so far only (the first on ties); a diverged one gets WORST_REWARD."""
+    best candidate so far only (the first on ties), or of every candidate that did not
+    diverge (keep_all); a diverged one gets WORST_REWARD."""
     if status == "ok":
         reward, metrics = reward_of(trainee, validations)
     else:
         reward, metrics = WORST_REWARD, {}
     result = CandidateResult(dict(values), reward, train_loss, status, metrics)
     best = next((r for r in results if r.state is not None), None)
-    if status == "ok" and (best is None or reward > best.reward):
+    if keep_all:
+        if status == "ok":
+            result.state = trainee.state()
+    elif status == "ok" and (best is None or reward > best.reward):
         if best is not None:
             best.state = None
         result.state = trainee.state()

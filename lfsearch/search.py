@@ -1,15 +1,20 @@
 """The search: the epoch loop of DESIGN.md section 2, its run folder, and resume.
 
-    for epoch in 1..E:
+    for each interval of k epochs ([controller] interval = k, default 1):
         params[1..M] = controller.sample(M)
-        results      = population epoch from the same start state, one result per candidate
-        controller.update(params, rewards)
+        every candidate starts from the same start state, then trains k epochs on its own
+        weights with its own params (rewards measured after every epoch)
+        controller.update(params, rewards of the interval's last epoch)
         start        = state of the best candidate (weights and optimiser state)
     test(start) on the benchmark's test split — never seen by the search
 
 A run folder holds config.toml, manifest.json, epochs.csv, controller.csv, checkpoint.pt
-(written atomically after every completed epoch), results.json and discovered.toml (the
-chosen parameters per epoch as a schedule the fixed controller replays).
+(written atomically after every completed interval: every epoch when k = 1; a run killed
+inside an interval resumes from that interval's start and repeats it, with the same
+results), results.json and discovered.toml (the chosen parameters per epoch as a schedule
+the fixed controller replays). With k > 1, epochs.csv marks the interval's winner as chosen
+in each of its epochs and has a column `compete`: true where the rewards reached the
+controller (docs/search.md).
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ import torch
 import lfsearch
 from lfsearch import config as config_mod
 from lfsearch import (controllers, data, distributed, evaluate, losses, models, overlap, packing,
-                      population)
+                      population, validation_pairs)
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +163,7 @@ class Search:
         self.specs = config_mod.param_specs(config)
         self.validations = self._validations()
         self.candidates = config["controller"]["candidates"]
+        self.interval = config["controller"].get("interval", 1)
         self.epochs = training["epochs"]
 
     def _validations(self) -> list[population.Validation]:
@@ -173,6 +179,15 @@ class Search:
             if spec != "main" and self.benchmark.test is not None:
                 overlap.refuse_overlap(spec, split.images, self.benchmark.test.images)
             name = "val" if spec == "main" else f"val:{spec}"
+            if self.config["reward"].get("pairs", 0):
+                split = validation_pairs.redraw(split, self.config["reward"]["pairs"],
+                                                derive_seed(self.seed, "reward-pairs", spec), name)
+            measured = ("accuracy",) if split.protocol == "classification" else tuple(
+                m for m in config_mod.REWARD_METRICS if m not in ("auto", "accuracy")
+                and (m != "rank1" or split.labels is not None))
+            if metric != "auto" and metric not in measured:
+                raise ValueError(f"reward.metric {metric!r} is not measured on {name} (a "
+                                 f"{split.protocol} split); allowed: auto, {', '.join(measured)}")
             out.append(population.Validation(
                 name, split, default_metric(split) if metric == "auto" else metric,
                 float(entry["weight"])))
@@ -201,6 +216,7 @@ class Search:
     def build_controller(self) -> Any:
         c = self.config["controller"]
         return controllers.build(c["kind"], self.specs, seed=derive_seed(self.seed, "controller"),
+                                 horizon=config_mod.controller_updates(self.config),
                                  **config_mod.controller_settings(self.config))
 
     def lr_at(self, epoch: int) -> float:
@@ -209,25 +225,29 @@ class Search:
                                         schedule=t["lr_schedule"], steps=t["lr_steps"],
                                         gamma=t["lr_gamma"])
 
-    def run_epoch(self, trainee: population.Trainee, start: dict[str, Any], epoch: int,
-                  params: list[dict[str, float]], on_candidate) -> list[population.CandidateResult]:
+    def run_epoch(self, trainee: population.Trainee, start: Any, epoch: int,
+                  params: list[dict[str, float]], on_candidate,
+                  keep_all: bool = False) -> list[population.CandidateResult]:
         """Train and reward this epoch's candidates: one after another, or packed together
         ([training] packing; auto = packed on CUDA only). Under torchrun rank r trains the
-        candidates i ≡ r (mod K) and every rank gets every result."""
+        candidates i ≡ r (mod K) and every rank gets every result. `start`: one state, or
+        one per candidate inside an interval; keep_all: every candidate keeps its state (a
+        rank keeps those of its own candidates)."""
         def train(indices, on_candidate):
             training = self.config["training"]
+            own = start if isinstance(start, dict) else [start[i] for i in indices]
             return packing.run_epoch(
-                training["packing"], trainee, start, [params[i] for i in indices],
+                training["packing"], trainee, own, [params[i] for i in indices],
                 accel=packing.Accel.for_device(self.device, compile=training["compile"]),
                 train=self.benchmark.train,
                 validations=self.validations, batch_size=self.config["training"]["batch_size"],
                 lr=self.lr_at(epoch), data_seed=derive_seed(self.seed, "data", epoch),
                 candidate_seeds=[derive_seed(self.seed, "candidate", epoch, i) for i in indices],
-                augment=self.benchmark.augment, on_candidate=on_candidate)
+                augment=self.benchmark.augment, on_candidate=on_candidate, keep_all=keep_all)
 
         if self.group is not None:
             return distributed.run_epoch(self.group, train, len(params), self.device,
-                                         on_candidate, epoch=epoch)
+                                         on_candidate, epoch=epoch, keep_all=keep_all)
         return train(list(range(len(params))), on_candidate)
 
     def run(self, *, resume: bool = False) -> dict[str, Any]:
@@ -262,45 +282,63 @@ class Search:
             if r["chosen"] and r["reward"] > best_reward:
                 best_reward, best_params = r["reward"], {s.name: r[s.name] for s in self.specs}
         t0 = time.perf_counter()
+        k = self.interval
         try:
-            for epoch in range(first_epoch, self.epochs):
+            epoch = first_epoch
+            while epoch < self.epochs:
+                first, end = epoch, min((epoch // k + 1) * k, self.epochs)  # this interval
+                epoch = end
                 params = controller.sample(self.candidates) if controller is not None else None
                 if self.group is not None:
                     params = self.group.broadcast_object(params,
-                                                         f"sharing epoch {epoch}'s candidates")
+                                                         f"sharing epoch {first}'s candidates")
 
-                def on_candidate(i: int, result: population.CandidateResult, epoch=epoch) -> None:
+                def on_candidate(i: int, result: population.CandidateResult, e: int) -> None:
                     nonlocal best_reward, best_params
                     if result.status == "ok" and result.reward > best_reward:
                         best_reward, best_params = result.reward, dict(result.params)
                     if self.progress:
-                        self.progress(Progress("candidate", epoch, self.epochs, i,
+                        self.progress(Progress("candidate", e, self.epochs, i,
                                                len(params), result.reward, best_reward,
                                                best_params))
 
-                results = self.run_epoch(trainee, start, epoch, params, on_candidate)
+                # k epochs, each candidate on its own weights; only the last keeps one state
+                starts: Any = start
+                interval: list[list[population.CandidateResult]] = []
+                for e in range(first, end):
+                    results = self.run_epoch(trainee, starts, e, params,
+                                             lambda i, r, e=e: on_candidate(i, r, e),
+                                             keep_all=e < end - 1)
+                    interval.append(results)
+                    starts = [r.state if r.status == "ok" else None for r in results]
+                results = interval[-1]
                 chosen = population.choose_best(results)
                 if chosen is None:
-                    log.warning("epoch %d: every candidate diverged; keeping the start state", epoch)
+                    log.warning("epoch %d: every candidate diverged; keeping the start state",
+                                end - 1)
                 else:
                     start = results[chosen].state
-                for i, r in enumerate(results):
-                    rows.append({"epoch": epoch, "candidate": i, **r.params, "reward": r.reward,
-                                 "train_loss": r.train_loss, "status": r.status,
-                                 "chosen": i == chosen, "lr": self.lr_at(epoch), **r.metrics})
+                for e, epoch_results in zip(range(first, end), interval):
+                    for i, r in enumerate(epoch_results):
+                        rows.append({"epoch": e, "candidate": i, **r.params, "reward": r.reward,
+                                     "train_loss": r.train_loss, "status": r.status,
+                                     "chosen": i == chosen, "lr": self.lr_at(e),
+                                     **({"compete": e == end - 1} if k > 1 else {}),
+                                     **r.metrics})
+                del interval, starts
                 if not self.writes:
                     continue
                 controller.update([r.params for r in results], [r.reward for r in results])
-                controller_rows.append({**controller.describe(), "epoch": epoch})
+                controller_rows.append({**controller.describe(), "epoch": end - 1})
                 _write_csv(out / "epochs.csv", rows)
                 _write_csv(out / "controller.csv", controller_rows)
                 _save_checkpoint(checkpoint_path, {
-                    "epoch": epoch, "state": start, "controller": controller.state_dict(),
+                    "epoch": end - 1, "state": start, "controller": controller.state_dict(),
                     "rows": rows, "controller_rows": controller_rows, "config": self.config})
                 if self.progress:
-                    self.progress(Progress("epoch", epoch, self.epochs, len(params) - 1, len(params),
-                                           results[chosen].reward if chosen is not None else math.nan,
-                                           best_reward, best_params))
+                    reward = results[chosen].reward if chosen is not None else math.nan
+                    self.progress(Progress("epoch", end - 1, self.epochs, len(params) - 1,
+                                           len(params), reward, best_reward, best_params))
         except BaseException:
             if self.writes:
                 manifest["status"] = "interrupted"

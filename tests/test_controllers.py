@@ -130,6 +130,8 @@ def test_same_seed_same_samples_other_seed_other_samples(kind):
     ("reinforce", {}),
     ("reinforce", {"optimizer": "sgd", "sigma_decay": 0.9, "reward_normalisation": "rank",
                    "warmup_epochs": 2}),
+    ("reinforce", {"sigma_final": 0.02, "sigma_schedule": "cosine", "horizon": 9,
+                   "baseline": "ema", "ema_decay": 0.5, "warmup_epochs": 1}),
     ("optuna", {"n_startup_trials": 4}),
     ("optuna", {"sampler": "random", "reward_normalisation": "zscore"}),
     ("optuna", {"sampler": "gp", "n_startup_trials": 4}),
@@ -460,3 +462,109 @@ def test_available_lists_kinds_and_settings():
     settings = C.available()
     assert tuple(settings) == C.KINDS
     assert "warmup_epochs" in settings["reinforce"] and "sampler" in settings["optuna"]
+
+
+# ------------------------------------------------------------------ baselines and advantages
+
+
+def sgd_reinforce(**settings):
+    """A reinforce controller whose update is readable: plain SGD, a tiny step."""
+    return C.build("reinforce", [X], seed=0, optimizer="sgd", lr=1e-4, **settings)
+
+
+def expected_grad(actions, advantages, mu, sigma=0.1):
+    """grad_mu = mean_i(A_i (a_i - mu)) / sigma^2, the REINFORCE estimate."""
+    return float(np.mean(np.asarray(advantages) * (np.asarray(actions) - mu)) / sigma**2)
+
+
+def test_ema_baseline_hand_worked():
+    # d = 0.5: b_1 = mean(r_1) = 2; then b_2 = 0.5*2 + 0.5*2 = 2; b_3 = 0.5*2 + 0.5*6 = 4
+    ctrl = sgd_reinforce(baseline="ema", ema_decay=0.5, reward_normalisation="none")
+    acts = [0.1, 0.3, 0.5]
+    params = [{"x": a} for a in acts]
+    mu = 0.2
+    for rewards, b in (([0.0, 1.0, 5.0], 2.0), ([4.0, 6.0, 8.0], 2.0), ([1.0, 1.0, 1.0], 4.0)):
+        ctrl.update(params, rewards)
+        grad = expected_grad(acts, np.array(rewards) - b, mu)
+        assert ctrl.describe()["grad_x"] == pytest.approx(grad)
+        mu += 1e-4 * grad
+        assert ctrl.mean()["x"] == pytest.approx(mu)
+    assert ctrl.ema == pytest.approx(0.5 * 4.0 + 0.5 * 1.0)
+
+
+@pytest.mark.parametrize("baseline, b", [("batch_mean", 2.0), ("none", 0.0)])
+def test_batch_mean_and_no_baseline(baseline, b):
+    ctrl = sgd_reinforce(baseline=baseline, reward_normalisation="none")
+    acts, rewards = [0.1, 0.3, 0.5], [0.0, 1.0, 5.0]
+    ctrl.update([{"x": a} for a in acts], rewards)
+    assert ctrl.describe()["grad_x"] == pytest.approx(
+        expected_grad(acts, np.array(rewards) - b, 0.2))
+
+
+def test_zscore_divides_the_baselined_reward_by_the_batch_std():
+    ctrl = sgd_reinforce(baseline="ema", ema_decay=0.5)  # zscore by default
+    acts = [0.1, 0.3, 0.5]
+    ctrl.update([{"x": a} for a in acts], [0.0, 1.0, 5.0])  # b = 2 (first batch)
+    mu = ctrl.mean()["x"]
+    r = np.array([3.0, 3.0, 6.0])  # b = ema = 2 (this batch's mean 4 enters afterwards)
+    ctrl.update([{"x": a} for a in acts], list(r))
+    assert ctrl.describe()["grad_x"] == pytest.approx(expected_grad(acts, (r - 2.0) / r.std(), mu))
+
+
+def test_rank_normalisation_gives_centred_ranks_whatever_the_baseline():
+    acts, rewards = [0.1, 0.3, 0.5, 0.7], [0.3, 0.1, 0.2, 0.4]
+    ranks = [1 / 6, -1 / 2, -1 / 6, 1 / 2]  # ranks 2, 0, 1, 3 of 0..3, over 3, minus 0.5
+    assert list(C.advantages(np.array(rewards), "rank", 123.0)) == pytest.approx(ranks)
+    for baseline in C.BASELINES:
+        ctrl = sgd_reinforce(baseline=baseline, reward_normalisation="rank")
+        ctrl.update([{"x": a} for a in acts], rewards)
+        assert ctrl.describe()["grad_x"] == pytest.approx(expected_grad(acts, ranks, 0.2))
+
+
+# ------------------------------------------------------------------ sigma annealing
+
+
+@pytest.mark.parametrize("schedule, middle", [
+    ("log_linear", 0.2 * 0.1 ** 0.5),          # sigma (sigma_f / sigma)^(2/4)
+    ("cosine", 0.02 + 0.18 * 0.5),             # sigma_f + (sigma - sigma_f)(1 + cos(pi/2))/2
+])
+def test_sigma_schedule_goes_from_sigma_to_sigma_final(schedule, middle):
+    ctrl = C.build("reinforce", [ParamSpec("x", 0.0, 1.0, 0.5)], seed=0, sigma=0.2,
+                   sigma_final=0.02, sigma_schedule=schedule, horizon=5)
+    used = []
+    for _ in range(5):  # five updates: the sigmas the five batches were drawn with
+        used.append(float(ctrl.sigma[0]))
+        params = ctrl.sample(4)
+        ctrl.update(params, [quadratic(p) for p in params])
+    assert used[0] == pytest.approx(0.2) and used[-1] == pytest.approx(0.02)
+    assert used[2] == pytest.approx(middle)
+    assert all(a > b for a, b in zip(used, used[1:]))
+    # the draws really use it: spread of many draws around a mean inside the bounds
+    ctrl.mu[:] = 0.5
+    ctrl.sigma[:] = used[-1]
+    draws = [p["x"] for p in ctrl.sample(4000)]
+    assert np.std(draws) == pytest.approx(0.02, rel=0.05)
+
+
+def test_sigma_schedule_starts_after_the_warmup():
+    ctrl = C.build("reinforce", [X], seed=0, sigma=0.2, sigma_final=0.05, horizon=4,
+                   warmup_epochs=2)
+    used = []
+    for _ in range(4):
+        used.append(float(ctrl.sigma[0]))
+        params = ctrl.sample(3)
+        ctrl.update(params, [quadratic(p) for p in params])
+    assert used == pytest.approx([0.2, 0.2, 0.2, 0.05])  # 2 learning updates: sigma, sigma_f
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"sigma_final": 0.02, "sigma_decay": 0.9, "horizon": 5}, r"sigma_final and sigma_decay"),
+    ({"sigma_final": 0.02}, r"sigma_final needs horizon"),
+    ({"sigma_final": 0.0, "horizon": 5}, r"sigma_final must be > 0"),
+    ({"sigma_schedule": "linear"}, r"sigma_schedule must be one of \['log_linear', 'cosine'\]"),
+    ({"baseline": "mean"}, r"baseline must be one of \['batch_mean', 'ema', 'none'\]"),
+    ({"ema_decay": 1.0}, r"ema_decay must be >= 0 and < 1"),
+])
+def test_bad_annealing_and_baseline_settings_are_refused(settings, message):
+    with pytest.raises(ValueError, match=message):
+        C.build("reinforce", [X], seed=0, **settings)
