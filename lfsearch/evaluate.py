@@ -235,6 +235,20 @@ def pair_scores(embeddings: Tensor, pairs: Tensor) -> Tensor:
     return (e[pairs[:, 0]] * e[pairs[:, 1]]).sum(1)
 
 
+def metric_names(split: Any, far_targets: Iterable[float] = FAR_TARGETS) -> list[str]:
+    """The keys `evaluate` returns for a split, known before any model is trained (so that a
+    [reward] metric is checked before a run starts)."""
+    protocol = getattr(split, "protocol", None)
+    if protocol == "classification":
+        return ["accuracy"]
+    if protocol == "verification":
+        names = ["verification_accuracy", "verification_accuracy_std", "threshold", "roc_auc",
+                 "eer", *(_far_key(f) for f in far_targets), "pairs", "negative_pairs"]
+        return names + (["rank1"] if getattr(split, "labels", None) is not None else [])
+    raise ValueError(f"split must be a ClassificationSplit or VerificationSplit; got "
+                     f"{type(split).__name__}")
+
+
 def evaluate(model: nn.Module, loss: nn.Module | None, split: Any, *, batch_size: int = 256,
              flip: bool = False, far_targets: Iterable[float] = FAR_TARGETS) -> dict[str, float]:
     """Evaluate `model` on a split, in eval mode under no_grad (each module's mode restored).

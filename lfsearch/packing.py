@@ -244,8 +244,15 @@ class PackedPopulation:
                 if not alive[i]:
                     values.append(None)
                     continue
-                with _autocast(device, self.accel):
-                    value = functional_call(self.losses[i], self.heads[i], (cut[i], labels))
+                try:
+                    with _autocast(device, self.accel):
+                        value = functional_call(self.losses[i], self.heads[i], (cut[i], labels))
+                except ValueError:  # the input check refuses non-finite embeddings
+                    if bool(torch.isfinite(cut[i]).all()):
+                        raise
+                    value = torch.full((), float("nan"), device=cut[i].device)
+                    values.append(value)
+                    continue
                 value.backward()
                 values.append(value.detach())
             # one host sync per step for all candidates

@@ -6,7 +6,10 @@ A *state* is the dict {"model", "loss", "optimizer"} of state_dicts: the backbon
 what the search broadcasts to the next epoch.
 
 Reward of a candidate = Σ_k w_k · metric_k / Σ_k w_k over the validation splits. A candidate
-whose training loss turns NaN or infinite stops at once and gets the worst reward, 0.
+*diverges* when its training loss turns NaN or infinite, when its embeddings do (the loss's
+input check refuses them), or when its weights are not all finite after the epoch: it stops
+at once, gets the worst reward, 0, and its state is never kept, so the search never starts
+the next epoch from it. A diverged candidate never ends the run (docs/faults.md).
 
 Within a competition interval ([controller] interval = k > 1, docs/search.md) the candidates
 do not start from one state: `start` is then a list, one state per candidate (None for a
@@ -114,7 +117,13 @@ def train_one_epoch(trainee: Trainee, train: data.LabelledImages, *, batch_size:
                                        drop_last=drop_last):
         with torch.autocast(images.device.type, dtype=autocast_dtype,
                             enabled=autocast_dtype is not None):
-            value = trainee.loss(trainee.model(images), labels)
+            embeddings = trainee.model(images)
+            try:
+                value = trainee.loss(embeddings, labels)
+            except ValueError:
+                if not bool(torch.isfinite(embeddings).all()):  # weights blew up last step
+                    return float("nan"), "diverged"
+                raise
         if not torch.isfinite(value):
             return float("nan"), "diverged"
         trainee.optimizer.zero_grad(set_to_none=True)
@@ -123,6 +132,23 @@ def train_one_epoch(trainee: Trainee, train: data.LabelledImages, *, batch_size:
         total += float(value.detach()) * len(labels)
         count += len(labels)
     return total / max(count, 1), "ok"
+
+
+def finite_state(trainee: Trainee) -> bool:
+    """True when every floating-point parameter and buffer of the backbone and loss is finite."""
+    checks = [torch.isfinite(t).all() for module in (trainee.model, trainee.loss)
+              for t in list(module.parameters()) + list(module.buffers()) if t.is_floating_point()]
+    return not checks or bool(torch.stack(checks).all())  # one host sync
+
+
+def _outputs_finite(trainee: Trainee, validations: list[Validation]) -> bool:
+    """True when the backbone's embeddings of every validation split are finite."""
+    for v in validations:
+        images = getattr(v.split, "images", None)
+        if images is not None and not bool(torch.isfinite(evaluate.embed(trainee.model,
+                                                                          images)).all()):
+            return False
+    return True
 
 
 def reward_of(trainee: Trainee, validations: list[Validation]) -> tuple[float, dict[str, float]]:
@@ -194,10 +220,20 @@ def record_candidate(results: list[CandidateResult], values: dict[str, float], t
                      keep_all: bool = False) -> None:
     """Reward the candidate `trainee` now holds, append its result, and keep the state of the
     best candidate so far only (the first on ties), or of every candidate that did not
-    diverge (keep_all); a diverged one gets WORST_REWARD."""
+    diverge (keep_all); a diverged one gets WORST_REWARD.
+
+    A candidate whose training went through but whose weights, or validation embeddings, are
+    not finite is marked diverged here."""
+    if status == "ok" and not finite_state(trainee):
+        status = "diverged"
     if status == "ok":
-        reward, metrics = reward_of(trainee, validations)
-    else:
+        try:
+            reward, metrics = reward_of(trainee, validations)
+        except ValueError:
+            if _outputs_finite(trainee, validations):
+                raise  # a real error (e.g. a metric the split does not measure)
+            status = "diverged"
+    if status != "ok":
         reward, metrics = WORST_REWARD, {}
     result = CandidateResult(dict(values), reward, train_loss, status, metrics)
     best = next((r for r in results if r.state is not None), None)

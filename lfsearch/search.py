@@ -14,7 +14,14 @@ inside an interval resumes from that interval's start and repeats it, with the s
 results), results.json and discovered.toml (the chosen parameters per epoch as a schedule
 the fixed controller replays). With k > 1, epochs.csv marks the interval's winner as chosen
 in each of its epochs and has a column `compete`: true where the rewards reached the
-controller (docs/search.md).
+controller (docs/search.md). The checkpoint before the last one is kept as
+checkpoint.prev.pt.
+
+Nothing is written before every input has been checked: the configuration, the benchmark,
+the model, the reward metric and, on --resume, the checkpoint (docs/faults.md). So bad input
+never leaves a half-written folder, and --force never deletes a run for a command that
+cannot start. When every candidate of an epoch diverges, the epoch is recorded and the next
+one starts again from the same state (the previous best).
 """
 
 from __future__ import annotations
@@ -39,13 +46,14 @@ import torch
 
 import lfsearch
 from lfsearch import config as config_mod
+from lfsearch import checkpoint as checkpoint_mod
 from lfsearch import (controllers, data, distributed, evaluate, losses, models, overlap, packing,
-                      population, validation_pairs)
+                      paths, population, validation_pairs)
 
 log = logging.getLogger(__name__)
 
 RUN_FILES = ("config.toml", "manifest.json", "epochs.csv", "controller.csv", "checkpoint.pt",
-             "results.json", "discovered.toml")
+             "results.json", "discovered.toml")  # and checkpoint.prev.pt from epoch 2 on
 
 
 @dataclass
@@ -107,14 +115,12 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     config_mod.atomic_write_text(path, pd.DataFrame(rows).to_csv(index=False))
 
 
-def _save_checkpoint(path: Path, checkpoint: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(checkpoint, tmp)
-    os.replace(tmp, path)
+def _save_checkpoint(path: Path, checkpoint: dict[str, Any], keep_previous: bool = True) -> None:
+    checkpoint_mod.save(path, checkpoint, keep_previous=keep_previous)
 
 
-def prepare_run_dir(out: Path, *, resume: bool, force: bool) -> None:
-    """Create the run folder; an existing one is kept only with resume or emptied with force."""
+def check_run_dir(out: Path, *, resume: bool, force: bool) -> None:
+    """Refuse a run folder that cannot be used, without changing anything on disk."""
     if resume and force:
         raise ValueError("--resume and --force exclude each other: resume continues a run, "
                          "force starts it again from scratch")
@@ -129,9 +135,23 @@ def prepare_run_dir(out: Path, *, resume: bool, force: bool) -> None:
     if existing and not force:
         raise ValueError(f"run folder {out} already exists; pass --resume to continue it or "
                          "--force to replace it")
-    if existing and force:
+    paths.check_creatable(out)
+
+
+def make_run_dir(out: Path, *, resume: bool, force: bool) -> None:
+    """Create the run folder (emptied first with force); on resume, remove stale temp files."""
+    if resume:
+        paths.remove_stale_temp_files(out)
+        return
+    if force and out.is_dir() and any(out.iterdir()):
         shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    paths.make_folder(out)
+
+
+def prepare_run_dir(out: Path, *, resume: bool, force: bool) -> None:
+    """check_run_dir, then make_run_dir."""
+    check_run_dir(out, resume=resume, force=force)
+    make_run_dir(out, resume=resume, force=force)
 
 
 class Search:
@@ -165,6 +185,19 @@ class Search:
         self.candidates = config["controller"]["candidates"]
         self.interval = config["controller"].get("interval", 1)
         self.epochs = training["epochs"]
+        self._ready: tuple[Any, ...] | None = None
+
+    def preflight(self, *, resume: bool = False) -> None:
+        """Build the modules and the controller, and on resume read the checkpoint, before
+        anything is written: a bad model name or a damaged checkpoint ends here."""
+        if self._ready is not None:
+            return
+        trainee = self.build_trainee()
+        controller = self.build_controller() if self.writes else None  # lives on rank 0 only
+        ckpt, source = None, None
+        if resume and self.writes:
+            ckpt, source = checkpoint_mod.load(self.out, map_location=self.device)
+        self._ready = (trainee, controller, ckpt, source)
 
     def _validations(self) -> list[population.Validation]:
         out = []
@@ -253,20 +286,21 @@ class Search:
     def run(self, *, resume: bool = False) -> dict[str, Any]:
         """Run (or continue) every epoch, then test; returns the results dict of results.json."""
         out = self.out
-        trainee = self.build_trainee()
-        controller = self.build_controller() if self.writes else None  # lives on rank 0 only
+        self.preflight(resume=resume)
+        trainee, controller, ckpt, source = self._ready
         rows: list[dict[str, Any]] = []
         controller_rows: list[dict[str, Any]] = []
         first_epoch = 0
         manifest = self._manifest()
-        checkpoint_path = out / "checkpoint.pt"
-        if resume and self.writes and checkpoint_path.is_file():
-            ckpt = torch.load(checkpoint_path, map_location=self.device, weights_only=False)
+        checkpoint_path = out / checkpoint_mod.NAME
+        # a damaged checkpoint.pt is replaced, not kept as checkpoint.prev.pt
+        keep_previous = source is None or source.name == checkpoint_mod.NAME
+        if ckpt is not None:
             trainee.load(ckpt["state"])
             controller.load_state_dict(ckpt["controller"])
             rows, controller_rows = ckpt["rows"], ckpt["controller_rows"]
             first_epoch = ckpt["epoch"] + 1
-            old = json.loads((out / "manifest.json").read_text()) if (out / "manifest.json").is_file() else {}
+            old = _read_manifest(out / "manifest.json")
             manifest["started"] = old.get("started", manifest["started"])
             manifest["resumed"] = old.get("resumed", []) + [manifest["now"]]
         if self.writes:
@@ -314,8 +348,9 @@ class Search:
                 results = interval[-1]
                 chosen = population.choose_best(results)
                 if chosen is None:
-                    log.warning("epoch %d: every candidate diverged; keeping the start state",
-                                end - 1)
+                    log.warning("epoch %d/%d: every candidate diverged (non-finite loss, "
+                                "embeddings or weights); the next epoch starts again from the "
+                                "same state", end, self.epochs)
                 else:
                     start = results[chosen].state
                 for e, epoch_results in zip(range(first, end), interval):
@@ -334,7 +369,9 @@ class Search:
                 _write_csv(out / "controller.csv", controller_rows)
                 _save_checkpoint(checkpoint_path, {
                     "epoch": end - 1, "state": start, "controller": controller.state_dict(),
-                    "rows": rows, "controller_rows": controller_rows, "config": self.config})
+                    "rows": rows, "controller_rows": controller_rows, "config": self.config},
+                    keep_previous=keep_previous)
+                keep_previous = True
                 if self.progress:
                     reward = results[chosen].reward if chosen is not None else math.nan
                     self.progress(Progress("epoch", end - 1, self.epochs, len(params) - 1,
@@ -407,6 +444,18 @@ class Search:
         }
 
 
+def _read_manifest(path: Path) -> dict[str, Any]:
+    """The manifest of a run being resumed; {} (with a warning) when it is missing or damaged."""
+    try:
+        old = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        log.warning("%s could not be read (%s); a new one is written", path, exc)
+        return {}
+    return old if isinstance(old, dict) else {}
+
+
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -434,29 +483,29 @@ def search(space: str | os.PathLike, *, benchmark: str | None = None, epochs: in
             if out is None:
                 raise ValueError("--resume needs --out: the run folder to continue")
             out = Path(out)
-            prepare_run_dir(out, resume=True, force=force)
+            check_run_dir(out, resume=True, force=force)
             config = config_mod.load(out / "config.toml")
             given = {k: v for k, v in overrides.items() if v is not None}
-            resolved = config_mod.resolve(config, **given)
-            if resolved != config:
-                changed = sorted(k for k in given if k)
+            changed = sorted(k for k, v in given.items()
+                             if config_mod.resolve(config, **{k: v}) != config)
+            if changed:
                 raise ValueError(f"--resume continues {out} with its own config.toml; drop the "
                                  f"overrides that change it ({', '.join(changed)}) or use --force")
         else:
             config = config_mod.resolve(config_mod.load(space), **overrides)
             out = Path(out) if out is not None else Path(runs_dir) / default_run_name(config)
-            prepare_run_dir(out, resume=False, force=force)
+            check_run_dir(out, resume=False, force=force)
         return config, out
 
     with distributed.session(dist_timeout) as group:
         main = group is None or group.is_main
         config, out = distributed.on_main(group, prepare, "sharing the configuration")
-        try:
-            runner = Search(config, out, progress if main else None, group=group)
-        except BaseException:
-            if main and not resume and not any(out.iterdir()):
-                out.rmdir()  # nothing half-written is left behind for bad input
-            raise
+        # every input is checked (benchmark, model, metric, checkpoint) before the folder
+        # is created or, with force, emptied
+        runner = Search(config, out, progress if main else None, group=group)
+        runner.preflight(resume=resume)
+        if main:
+            make_run_dir(out, resume=resume, force=force)
         return runner.run(resume=resume)
 
 

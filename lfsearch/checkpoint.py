@@ -1,0 +1,102 @@
+"""A run's checkpoint.pt, written so that a kill or a damaged file costs at most one epoch.
+
+    save:  torch.save -> .checkpoint.pt.tmpPID            (the new epoch, not yet visible)
+           hard link checkpoint.pt -> checkpoint.prev.pt  (the last good one, kept beside)
+           os.replace(.checkpoint.pt.tmpPID, checkpoint.pt)
+    load:  checkpoint.pt; if it is missing, empty, truncated or not a checkpoint, then
+           checkpoint.prev.pt (one epoch older), with a warning; if neither loads, a one-line
+           ValueError that names the file and says what to do.
+
+At every moment checkpoint.pt is a complete file (old or new), and checkpoint.prev.pt holds
+the epoch before it once two epochs have been saved (docs/faults.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+log = logging.getLogger(__name__)
+
+NAME = "checkpoint.pt"
+PREVIOUS = "checkpoint.prev.pt"
+KEYS = ("epoch", "state", "controller", "rows", "controller_rows")
+
+
+def save(path: str | os.PathLike, checkpoint: dict[str, Any], keep_previous: bool = True) -> None:
+    """Write `checkpoint` to `path` atomically, keeping the file it replaces as PREVIOUS
+    (keep_previous=False: a damaged file is replaced and PREVIOUS stays as it is)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        torch.save(checkpoint, tmp)
+        if keep_previous and path.is_file():
+            previous = path.with_name(PREVIOUS)
+            link = path.with_name(f".{PREVIOUS}.tmp{os.getpid()}")
+            link.unlink(missing_ok=True)
+            try:
+                os.link(path, link)  # free: the old file gets a second name
+            except OSError:  # a file system without hard links: copy instead
+                import shutil
+
+                shutil.copyfile(path, link)
+            os.replace(link, previous)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+class DamagedCheckpoint(ValueError):
+    """A checkpoint file that cannot be read back (empty, truncated, or not a checkpoint)."""
+
+
+def read(path: str | os.PathLike, map_location: Any = None) -> dict[str, Any]:
+    """torch.load a checkpoint and check its keys; DamagedCheckpoint when it cannot be used."""
+    path = Path(path)
+    if path.stat().st_size == 0:
+        raise DamagedCheckpoint(f"{path} is empty")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as exc:  # zip / pickle / EOF errors of a truncated or foreign file
+        reason = " ".join(str(exc).split())[:120] or type(exc).__name__
+        raise DamagedCheckpoint(f"{path} is damaged or truncated ({reason})") from None
+    missing = [k for k in KEYS if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing:
+        raise DamagedCheckpoint(f"{path} is not an lfsearch checkpoint (no {', '.join(missing)})")
+    return ckpt
+
+
+def load(folder: str | os.PathLike,
+         map_location: Any = None) -> tuple[dict[str, Any] | None, Path | None]:
+    """The newest readable checkpoint of a run folder and its file ((None, None): none at all).
+
+    Falls back to PREVIOUS when NAME is missing or damaged; raises a one-line ValueError
+    naming the file and what to do when no checkpoint can be read."""
+    folder = Path(folder)
+    current, previous = folder / NAME, folder / PREVIOUS
+    if not current.is_file() and not previous.is_file():
+        return None, None
+    problem = None
+    if current.is_file():
+        try:
+            return read(current, map_location), current
+        except DamagedCheckpoint as exc:
+            problem = str(exc)
+    else:
+        problem = f"{current} is missing"
+    if previous.is_file():
+        try:
+            ckpt = read(previous, map_location)
+        except DamagedCheckpoint:
+            pass
+        else:
+            log.warning("%s; resuming from %s (epoch %d) instead", problem, previous,
+                        ckpt["epoch"] + 1)
+            return ckpt, previous
+    raise ValueError(f"cannot resume: {problem} and no readable {PREVIOUS} is beside it; "
+                     "start the run again with --force")

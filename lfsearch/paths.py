@@ -1,0 +1,121 @@
+"""Folders and files on disk, with errors a person can read.
+
+`make_folder` creates an output folder (--out, a journal's folder) or raises a one-line
+ValueError that names the option, the path and the reason in words, e.g.
+
+    cannot create --out file/sub: 'file' is not a folder
+    cannot create --out /sys/x: permission denied ('/sys' does not allow it)
+
+instead of an OSError's "[Errno 20] Not a directory: 'file/sub'". `remove_stale_temp_files`
+removes the `.NAME.tmpPID` files that atomic writes (temp file + os.replace) leave behind
+when their process was killed between the two steps (docs/faults.md).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+from pathlib import Path
+
+_TEMP = re.compile(r"^\..+\.tmp(\d+)(\..*)?$")
+_WORDS = {
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+    errno.EROFS: "the file system is read-only",
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "the disk quota is exceeded",
+    errno.ENAMETOOLONG: "the name is too long",
+    errno.ELOOP: "too many symbolic links",
+}
+
+
+def nearest_existing(path: Path) -> Path:
+    """The longest leading part of `path` that exists (at worst '.' or '/')."""
+    path = Path(path)
+    for candidate in [path, *path.parents]:
+        if candidate.exists() or candidate.is_symlink():
+            return candidate
+    return Path(".")
+
+
+def describe_os_error(exc: OSError, path: str | os.PathLike) -> str:
+    """An OSError in words, for a path being created or written."""
+    path = Path(path)
+    near = nearest_existing(path)
+    if exc.errno == errno.ENOTDIR or (exc.errno == errno.EEXIST and near.is_file()):
+        blocker = near if not near.is_dir() else path
+        return f"{str(blocker)!r} is not a folder"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return f"permission denied ({str(near)!r} does not allow it)"
+    words = _WORDS.get(exc.errno)
+    if words is None:
+        words = (exc.strerror or type(exc).__name__).lower()
+    return words
+
+
+def make_folder(path: str | os.PathLike, what: str = "--out") -> Path:
+    """Create `path` (and its parents) if needed and check it can be written in.
+
+    Raises ValueError("cannot create {what} {path}: {reason}") in one line otherwise."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"cannot create {what} {path}: {str(path)!r} exists and is not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"cannot create {what} {path}: {describe_os_error(exc, path)}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ValueError(f"cannot write in {what} {path}: permission denied")
+    return path
+
+
+def check_creatable(path: str | os.PathLike, what: str = "--out") -> None:
+    """Raise the one-line ValueError `make_folder` would, without creating anything.
+
+    The nearest existing part of the path must be a folder this process may write in."""
+    path = Path(path)
+    if path.exists():
+        if not path.is_dir():
+            raise ValueError(f"cannot create {what} {path}: {str(path)!r} exists and is not a "
+                             "folder")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise ValueError(f"cannot write in {what} {path}: permission denied")
+        return
+    near = nearest_existing(path)
+    if not near.is_dir():
+        raise ValueError(f"cannot create {what} {path}: {str(near)!r} is not a folder")
+    if not os.access(near, os.W_OK | os.X_OK):
+        raise ValueError(f"cannot create {what} {path}: permission denied ({str(near)!r} does "
+                         "not allow it)")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
+    """Remove `.NAME.tmpPID[.ext]` files in `folder` whose process is not running; returns them."""
+    removed = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return removed
+    for p in folder.iterdir():
+        match = _TEMP.match(p.name)
+        if match is None or not p.is_file():
+            continue
+        pid = int(match.group(1))
+        if pid == os.getpid() or _pid_alive(pid):
+            continue
+        try:
+            p.unlink()
+            removed.append(p)
+        except OSError:
+            pass
+    return removed
