@@ -19,6 +19,14 @@ resnet20           He et al. 2016's CIFAR ResNet-20 (AM-LFS's CIFAR backbone): [
 face_cnn           a small face CNN for inputs up to 112x112: [3x3,32]; 4 stages of a stride-2
                    [3x3] and a residual [3x3]x2 block (32, 64, 128, 256 channels); BN,
                    flatten, fc, BN (insightface's output layer "E", without dropout).
+iresnet18/34/      insightface's "improved" ResNets (Deng et al., ArcFace, CVPR 2019; Duta et
+iresnet50/         al. 2020): stem [3x3,64] BN PReLU; 4 stages of IBasicBlocks (widths 64, 128,
+iresnet100         256, 512, each stage's first block stride 2; blocks [2,2,2,2], [3,4,6,3],
+                   [3,4,14,3], [3,13,30,3]); BN2d, dropout, flatten, fc (512·7·7 -> 512), BN1d.
+                   24.0M, 34.1M, 43.6M, 65.2M parameters at 112x112 with a 512-d embedding.
+mobilefacenet      MobileFaceNet (Chen et al., CCBR 2018, Table 1): inverted-residual
+                   bottlenecks with PReLU, a global depthwise 7x7 conv (GDConv), a linear 1x1
+                   embedding: about 1.2M parameters (512-d) and 0.45 GFLOPs at 112x112.
 =================  ==========================================================================
 
 The L-Softmax nets use 3x3 convolutions with padding 1, each followed by BatchNorm and PReLU
@@ -186,6 +194,124 @@ class FaceCNN(EmbeddingNet):
                          embedding_bn=embedding_bn)
 
 
+class IBasicBlock(nn.Module):
+    """insightface's IResNet block: out = BN(conv3x3_s(PReLU(BN(conv3x3(BN(x)))))) + short(x),
+    with short(x) = BN(conv1x1_s(x)) when the block changes stride or width, else x. The
+    stride s sits on the second convolution; there is no activation after the sum."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(c_in)
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.prelu = nn.PReLU(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, stride, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(c_out)
+        self.downsample = (nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False),
+                                         nn.BatchNorm2d(c_out))
+                           if stride != 1 or c_in != c_out else None)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.bn3(self.conv2(self.prelu(self.bn2(self.conv1(self.bn1(x))))))
+        return out + (x if self.downsample is None else self.downsample(x))
+
+
+IRESNET_LAYERS = {"iresnet18": (2, 2, 2, 2), "iresnet34": (3, 4, 6, 3),
+                  "iresnet50": (3, 4, 14, 3), "iresnet100": (3, 13, 30, 3)}
+
+
+class IResNet(EmbeddingNet):
+    """IResNet: stem [3x3,64] BN PReLU; stages of IBasicBlocks (64, 128, 256, 512 channels,
+    the first block of each stride 2: 112x112 -> 7x7); BN2d; dropout; flatten; fc; BN1d.
+
+    As insightface: convolution weights start from N(0, 0.1²), BatchNorm at weight 1 and bias 0,
+    and the embedding BN1d's scale is fixed at 1 (requires_grad False; its shift is trained).
+    """
+
+    def __init__(self, layers: tuple[int, int, int, int], *, embedding_size: int,
+                 in_channels: int, image_size: tuple[int, int], embedding_bn: bool,
+                 dropout: float = 0.0) -> None:
+        h, w = image_size
+        trunk: list[nn.Module] = [nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False),
+                                  nn.BatchNorm2d(64), nn.PReLU(64)]
+        c = 64
+        for width, blocks in zip((64, 128, 256, 512), layers):
+            for i in range(blocks):
+                trunk.append(IBasicBlock(c, width, 2 if i == 0 else 1))
+                c = width
+            h, w = (h + 1) // 2, (w + 1) // 2  # a 3x3 stride-2 conv with padding 1: ceil(h/2)
+        trunk += [nn.BatchNorm2d(c), nn.Dropout(dropout)]
+        super().__init__(nn.Sequential(*trunk), c * h * w, embedding_size=embedding_size,
+                         in_channels=in_channels, image_size=image_size,
+                         embedding_bn=embedding_bn)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.normal_(m.weight, 0.0, 0.1)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        if isinstance(self.bn, nn.BatchNorm1d):
+            nn.init.ones_(self.bn.weight)
+            self.bn.weight.requires_grad_(False)
+
+
+def conv_bn(c_in: int, c_out: int, kernel: int = 1, stride: int = 1, groups: int = 1,
+            prelu: bool = True) -> nn.Sequential:
+    """conv (padding kernel // 2, no bias) -> BatchNorm2d [-> PReLU]; linear without PReLU."""
+    layers: list[nn.Module] = [nn.Conv2d(c_in, c_out, kernel, stride, kernel // 2,
+                                         groups=groups, bias=False), nn.BatchNorm2d(c_out)]
+    if prelu:
+        layers.append(nn.PReLU(c_out))
+    return nn.Sequential(*layers)
+
+
+class Bottleneck(nn.Module):
+    """MobileNetV2 inverted residual with PReLU: 1x1 expand (t·c_in) -> 3x3 depthwise (stride s)
+    -> linear 1x1 project; x + that when s = 1 and c_in = c_out."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int, expansion: int) -> None:
+        super().__init__()
+        hidden = c_in * expansion
+        self.body = nn.Sequential(conv_bn(c_in, hidden),
+                                  conv_bn(hidden, hidden, 3, stride, groups=hidden),
+                                  conv_bn(hidden, c_out, prelu=False))
+        self.residual = stride == 1 and c_in == c_out
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.body(x) if self.residual else self.body(x)
+
+
+#: MobileFaceNet's Table 1 bottleneck stages: (expansion t, channels c, repeats n, stride s)
+MOBILEFACENET_STAGES = ((2, 64, 5, 2), (4, 128, 1, 2), (2, 128, 6, 1), (4, 128, 1, 2),
+                        (2, 128, 2, 1))
+
+
+class MobileFaceNet(EmbeddingNet):
+    """MobileFaceNet, Table 1: conv3x3 s2 (64); depthwise conv3x3 (64); the bottleneck stages
+    of MOBILEFACENET_STAGES (112 -> 56 -> 28 -> 14 -> 7); conv1x1 (512); linear GDConv (a
+    depthwise conv over the whole 7x7 map, + BN); linear 1x1 embedding (no bias) + BN1d."""
+
+    def __init__(self, *, embedding_size: int, in_channels: int, image_size: tuple[int, int],
+                 embedding_bn: bool) -> None:
+        h, w = image_size
+        layers: list[nn.Module] = [conv_bn(in_channels, 64, 3, 2), conv_bn(64, 64, 3, groups=64)]
+        h, w = (h + 1) // 2, (w + 1) // 2
+        c = 64
+        for t, width, n, s in MOBILEFACENET_STAGES:
+            for i in range(n):
+                layers.append(Bottleneck(c, width, s if i == 0 else 1, t))
+                c = width
+            if s == 2:
+                h, w = (h + 1) // 2, (w + 1) // 2
+        layers.append(conv_bn(c, 512))
+        # GDConv: one kxk filter per channel covering the whole final map (7x7 at 112x112)
+        layers += [nn.Conv2d(512, 512, (h, w), groups=512, bias=False), nn.BatchNorm2d(512)]
+        super().__init__(nn.Sequential(*layers), 512, embedding_size=embedding_size,
+                         in_channels=in_channels, image_size=image_size,
+                         embedding_bn=embedding_bn)
+        self.fc = nn.Linear(512, embedding_size, bias=False)
+
+
 # name -> (constructor, defaults: embedding_size, in_channels, image_size, embedding_bn)
 _MODELS: dict[str, tuple[Callable[..., EmbeddingNet], dict]] = {
     "digits_net": (DigitsNet, dict(embedding_size=32, in_channels=1, image_size=(8, 8),
@@ -203,6 +329,11 @@ _MODELS: dict[str, tuple[Callable[..., EmbeddingNet], dict]] = {
                                 embedding_bn=False)),
     "face_cnn": (FaceCNN, dict(embedding_size=128, in_channels=3, image_size=(112, 112),
                                embedding_bn=True)),
+    **{name: ((lambda layers: lambda **kw: IResNet(layers, **kw))(layers),
+              dict(embedding_size=512, in_channels=3, image_size=(112, 112), embedding_bn=True))
+       for name, layers in IRESNET_LAYERS.items()},
+    "mobilefacenet": (MobileFaceNet, dict(embedding_size=512, in_channels=3,
+                                          image_size=(112, 112), embedding_bn=True)),
 }
 
 
@@ -216,7 +347,8 @@ def build(name: str, embedding_size: int | None = None, in_channels: int | None 
           embedding_bn: bool | None = None) -> EmbeddingNet:
     """Build model `name`; arguments left None take the model's defaults (digits_net: 32, 1,
     8x8; lsoftmax_mnist: 256, 1, 28x28; lsoftmax_cifar10: 256, 3, 32x32; lsoftmax_cifar100:
-    512, 3, 32x32; resnet20: 64, 3, 32x32; face_cnn: 128, 3, 112x112, BN on the embedding)."""
+    512, 3, 32x32; resnet20: 64, 3, 32x32; face_cnn: 128, 3, 112x112, BN on the embedding; iresnet* and
+    mobilefacenet: 512, 3, 112x112, BN on the embedding)."""
     if name not in _MODELS:
         raise ValueError(f"model {name!r} is not known; allowed: {', '.join(available())}")
     ctor, defaults = _MODELS[name]
