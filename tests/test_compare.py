@@ -194,7 +194,7 @@ def test_compare_runs_every_method_and_seed_and_writes_its_files(compared):
         assert (out / name).is_file(), name
     runs = pd.read_csv(out / "runs.csv")
     assert len(runs) == 4 and set(runs["status"]) == {"complete"}
-    assert {"test/verification_accuracy", "test/roc_auc", "final/a"} <= set(runs.columns)
+    assert {"test/verification_accuracy", "test/roc_auc", "final/s", "final/m"} <= set(runs.columns)
     table = pd.read_csv(out / "table.csv")
     assert list(table["method"]) == ["softmax", "search_softmax"]
     assert list(table["candidate_epochs"]) == [2, 2]  # 1 epoch x 2 candidates, for both

@@ -33,7 +33,7 @@ def fake_run(space: str, params: dict[str, float] | None = None, **loss: object)
 
 
 def test_the_modulated_curve_is_h_of_a_and_its_effective_log_a_is_log_a():
-    (curve,) = rep.loss_curves(fake_run("search_softmax", {"a": math.e ** 2}), "C0")
+    (curve,) = rep.loss_curves(fake_run("search_softmax_paper", {"a": math.e ** 2}), "C0")
     p = curve.p
     np.testing.assert_allclose(curve.pm, p / (p + math.e ** 2 * (1 - p)), rtol=1e-12)
     np.testing.assert_allclose(rep._effective_log_a(p, curve.pm), 2.0, atol=1e-6)
@@ -42,7 +42,7 @@ def test_the_modulated_curve_is_h_of_a_and_its_effective_log_a_is_log_a():
 
 def test_per_bin_factors_apply_to_their_probability_bin():
     params = {"a_0": 1.0, "a_1": 10.0, "a_2": 100.0, "a_3": 1000.0}
-    (curve,) = rep.loss_curves(fake_run("search_softmax_local", params), "C0")
+    (curve,) = rep.loss_curves(fake_run("search_softmax_local_paper", params), "C0")
     log_a = rep._effective_log_a(curve.p, curve.pm)
     for k in range(4):
         inside = (curve.p >= k / 4 + 1e-6) & (curve.p < (k + 1) / 4 - 1e-6)
@@ -83,7 +83,7 @@ def test_am_lfs_tau_is_piecewise_linear_and_may_exceed_p():
 
 
 def test_the_losses_figure_is_a_png_with_the_tau_region_marked(tmp_path):
-    runs = [am_lfs_run(0.1), fake_run("search_softmax", {"a": 20.0})]
+    runs = [am_lfs_run(0.1), fake_run("search_softmax_paper", {"a": 20.0})]
     refs = [fake_run("cosface", {"m": 0.35}), fake_run("arcface", {"m": 0.5})]
     path = rep.plot_losses(runs, refs, tmp_path / "losses.png", "test",
                            rep._colors(["am_lfs", "search_softmax", "cosface", "arcface"]), 6)

@@ -42,8 +42,8 @@ def test_the_shipped_spaces_cover_every_method_the_issue_names():
 
 
 def test_count_expands_a_parameter_into_bins():
-    specs = config_mod.param_specs(config_mod.load("search_softmax_local"))
-    assert [s.name for s in specs] == ["s", "m_0", "m_1", "m_2", "m_3"]
+    specs = config_mod.param_specs(config_mod.load("search_softmax_local_paper"))
+    assert [s.name for s in specs] == ["a_0", "a_1", "a_2", "a_3"]
     assert all(s.log and s.low == 1.0 for s in specs)
 
 
@@ -76,7 +76,7 @@ def test_config_toml_round_trips(tmp_path):
 
 def test_search_writes_a_complete_run_folder(tmp_path):
     out = tmp_path / "run"
-    results = search("search_softmax", epochs=3, candidates=3, seed=1, device="cpu", out=out)
+    results = search("search_softmax_paper", epochs=3, candidates=3, seed=1, device="cpu", out=out)
     for name in ("config.toml", "manifest.json", "epochs.csv", "controller.csv",
                  "checkpoint.pt", "results.json", "discovered.toml"):
         assert (out / name).is_file(), name
@@ -123,11 +123,12 @@ def test_the_test_split_is_used_once_after_the_search(tmp_path, monkeypatch):
 
 def test_discovered_schedule_replays_the_chosen_parameters(tmp_path):
     search("random_softmax", epochs=2, candidates=2, seed=3, device="cpu", out=tmp_path / "found")
-    chosen = pd.read_csv(tmp_path / "found" / "epochs.csv").query("chosen")["a"].tolist()
+    found = pd.read_csv(tmp_path / "found" / "epochs.csv").query("chosen")
     replay = search(tmp_path / "found" / "discovered.toml", device="cpu", out=tmp_path / "replay")
     replayed = pd.read_csv(tmp_path / "replay" / "epochs.csv")
     assert len(replayed) == 2 and replayed["chosen"].all()
-    assert replayed["a"].tolist() == pytest.approx(chosen)
+    for name in ("s", "m"):  # the space's params: scale and margin (log A = s·m)
+        assert replayed[name].tolist() == pytest.approx(found[name].tolist())
     assert replay["method"] == "random_softmax-discovered"
 
 
@@ -232,7 +233,7 @@ def test_packed_and_sequential_searches_agree(tmp_path):
 
     frames = {}
     for mode in ("sequential", "packed"):
-        config = config_mod.resolve(config_mod.load("search_softmax"), epochs=2, candidates=3,
+        config = config_mod.resolve(config_mod.load("search_softmax_paper"), epochs=2, candidates=3,
                                     seed=2, device="cpu")
         config["training"]["packing"] = mode
         config = config_mod.validate(config, source="test")
