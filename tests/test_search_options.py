@@ -186,7 +186,8 @@ class Stop(Exception):
 
 
 def test_a_run_stopped_inside_an_interval_resumes_to_the_same_results(tmp_path):
-    config = space(epochs=4, candidates=2, controller={"interval": 2})
+    config = space(epochs=4, candidates=2, controller={"interval": 2},
+                   training={"batch_size": 256})
     run(config, tmp_path / "whole")
 
     def stop_in_epoch_3(event):
