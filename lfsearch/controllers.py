@@ -4,7 +4,7 @@ One small ask/tell interface (DESIGN.md section 2) shared by four kinds::
 
     controller = build(kind, space, seed=0, **settings)
     params = controller.sample(M)           # M dicts {parameter name: value}
-    controller.update(params, rewards)      # one call per epoch, rewards: higher is better
+    controller.update(params, rewards)      # one call per epoch (per interval), higher is better
     controller.state_dict() / load_state_dict(state)   # resume
     controller.describe()                   # a flat row of controller.csv
 

@@ -268,3 +268,41 @@ def test_packed_training_with_a_100k_class_head_keeps_one_n_by_c_matrix_per_cand
     assert [s for _, s in out] == ["ok"] * m
     assert count.peak <= m  # in fact 2: the candidates' losses run one after another
     assert count.peak <= 2
+
+
+@pytest.mark.parametrize("optimizer, lr", [("sgd", 0.05), ("adam", 3e-3)])
+def test_per_candidate_starts_an_interval_epoch(bench, optimizer, lr):
+    """Inside a competition interval each candidate goes on from its own state: candidate i
+    from starts[i] gives what candidate i alone from starts[i] gives, packed or not, and a
+    candidate whose start is None (diverged earlier) is skipped."""
+    b, train, validations = bench
+    trainee = make_trainee("cosface", optimizer, b.num_classes, lr, s=16.0)
+    params = [{"m": 0.05}, {"m": 0.2}, {"m": 0.4}]
+    kwargs = dict(train=train, validations=validations, batch_size=32, lr=lr,
+                  candidate_seeds=[1, 2, 3], augment="none")
+    first = population.run_epoch_sequential(trainee, trainee.state(), params, data_seed=0,
+                                            keep_all=True, **kwargs)
+    starts = [r.state for r in first]
+    assert all(s is not None for s in starts)
+    assert not torch.equal(starts[0]["model"]["features.0.0.weight"],
+                           starts[2]["model"]["features.0.0.weight"])
+    seq = population.run_epoch_sequential(trainee, starts, params, data_seed=1, keep_all=True,
+                                          **kwargs)
+    packed = packing.run_epoch_packed(trainee, starts, params, data_seed=1, keep_all=True,
+                                      **kwargs)
+    for i in range(3):  # the independent expectation: candidate i on its own
+        alone = population.run_epoch_sequential(
+            trainee, starts[i], [params[i]], data_seed=1,
+            **{**kwargs, "candidate_seeds": [kwargs["candidate_seeds"][i]]})[0]
+        assert seq[i].reward == alone.reward and seq[i].train_loss == alone.train_loss
+        assert_same_state(alone.state, seq[i].state, rtol=0, atol=0)
+        assert packed[i].train_loss == pytest.approx(alone.train_loss, rel=1e-4)
+        assert_same_state(alone.state, packed[i].state)
+    seen = []
+    skipped = packing.run_epoch_packed(trainee, [starts[0], None, starts[2]], params,
+                                       data_seed=1, keep_all=True,
+                                       on_candidate=lambda i, r: seen.append(i), **kwargs)
+    assert seen == [0, 1, 2]
+    assert [r.status for r in skipped] == ["ok", "diverged", "ok"]
+    assert skipped[1].state is None and skipped[1].reward == population.WORST_REWARD
+    assert skipped[2].train_loss == pytest.approx(seq[2].train_loss, rel=1e-4)
