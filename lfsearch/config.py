@@ -33,6 +33,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 import tomli_w
 
+from lfsearch import study_space
 from lfsearch.controllers import ParamSpec
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
@@ -294,8 +295,6 @@ def validate(raw: dict[str, Any], source: str = "<config>") -> dict[str, Any]:
             head.check_ranges({s.name: (s.low, s.high) for s in specs})
     except (ValueError, TypeError) as exc:
         raise ValueError(f"{source}: [loss]: {exc}") from None
-    if "study" in raw:  # what `lfsearch study` varies (lfsearch/study.py); ignored by a search
-        from lfsearch import study
-
-        config["study"] = study.check_section(raw["study"], config, source)
+    if "study" in raw:  # what `lfsearch study` varies (lfsearch/study_space.py); ignored by a search
+        config["study"] = study_space.check_section(raw["study"], config, source, validate)
     return config
