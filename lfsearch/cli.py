@@ -93,7 +93,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     try:
         result = compare(benchmarks, spaces, seeds, out=args.out, epochs=args.epochs,
                          candidates=args.candidates, model=args.model, device=args.device,
-                         metric=args.metric, force=args.force, progress=progress)
+                         threads=args.threads, metric=args.metric, force=args.force,
+                         progress=progress)
     finally:
         if bar is not None:
             bar.close()
@@ -139,7 +140,7 @@ def _cmd_study(args: argparse.Namespace) -> int:
     try:
         summary = run_study(args.space, trials=args.trials, benchmark=args.benchmark,
                             epochs=args.epochs, model=args.model, seed=args.seed,
-                            device=args.device, storage=args.storage,
+                            device=args.device, threads=args.threads, storage=args.storage,
                             study_name=args.study_name, out=args.out, pruner=args.pruner,
                             progress=progress)
     finally:
@@ -155,6 +156,13 @@ def _cmd_study(args: argparse.Namespace) -> int:
     print(f"study folder: {summary['folder']} (trials.csv, study.json, figures/, trials/); "
           f"storage: {summary['storage']}")
     return 0
+
+
+def _add_threads(p: argparse.ArgumentParser, scope: str = "the run") -> None:
+    p.add_argument("--threads", type=int, help=f"CPU threads for PyTorch in {scope} (default 0: "
+                   "PyTorch's own choice). 1 is fastest for the small models when other "
+                   "processes share the cores; a run repeats exactly on CPU only with the same "
+                   "thread count")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -184,9 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto: cuda if present")
     p.add_argument("--model", help="backbone name (default: the benchmark's)")
     p.add_argument("--out", help="run folder (default runs/<method>-<benchmark>-seed<seed>)")
-    p.add_argument("--threads", type=int, help="CPU threads for PyTorch (default 0: PyTorch's "
-                   "own choice). 1 is fastest for the small models when other processes share "
-                   "the cores; a run repeats exactly on CPU only with the same thread count")
+    _add_threads(p)
     p.add_argument("--resume", action="store_true", help="continue the run in --out after its "
                    "last completed epoch")
     p.add_argument("--force", action="store_true", help="replace an existing run folder")
@@ -215,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "included (default: each file's own)")
     p.add_argument("--model", help="backbone for every run (default: the benchmark's)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto")
+    _add_threads(p, "every run")
     p.add_argument("--metric", help="test metric to compare (default: the benchmark's, "
                    "verification_accuracy or accuracy)")
     p.add_argument("--force", action="store_true", help="redo every run from scratch")
@@ -250,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="run seed of every trial and the sampler's seed "
                    "(default: the file's, 0)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto")
+    _add_threads(p, "every trial")
     p.add_argument("--storage", help="Optuna storage: sqlite:///FILE (default "
                    "OUT/study.db), journal:PATH (several processes on one machine), "
                    "postgresql://USER[:PASSWORD]@HOST[:PORT]/DB (several machines)")

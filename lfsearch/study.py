@@ -350,10 +350,12 @@ class StudyEvent:
 
 
 def _fingerprint(config: dict[str, Any], params: list[StudyParam]) -> str:
-    """What defines a study's problem: the configuration (without its device) and parameters."""
+    """What defines a study's problem: the configuration (without device and threads, which
+    workers may choose each for its machine) and parameters."""
     clean = {k: v for k, v in config.items() if not k.startswith("_") and k != "study"}
     clean = json.loads(json.dumps(clean))
     clean["run"].pop("device", None)
+    clean["run"].pop("threads", None)
     clean["study_params"] = {p.name: p.as_table() for p in params}
     return json.dumps(clean, sort_keys=True)
 
@@ -384,7 +386,7 @@ def _flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def run_study(space: str | os.PathLike, *, trials: int, benchmark: str | None = None,
               epochs: int | None = None, model: str | None = None, seed: int | None = None,
-              device: str | None = None, storage: str | None = None,
+              device: str | None = None, threads: int | None = None, storage: str | None = None,
               study_name: str | None = None, out: str | os.PathLike | None = None,
               pruner: str | None = None, runs_dir: str | os.PathLike = "runs",
               progress: Callable[[StudyEvent], None] | None = None) -> dict[str, Any]:
@@ -402,7 +404,7 @@ def run_study(space: str | os.PathLike, *, trials: int, benchmark: str | None = 
     if pruner is not None and pruner not in PRUNERS:
         raise ValueError(f"--pruner must be one of {', '.join(PRUNERS)} (got {pruner!r})")
     config = config_mod.resolve(config_mod.load(space), benchmark=benchmark, epochs=epochs,
-                                model=model, seed=seed, device=device)
+                                model=model, seed=seed, device=device, threads=threads)
     params = study_params(config)
     settings = study_settings(config)
     if pruner is not None:

@@ -352,7 +352,7 @@ def test_the_cli_reports_bad_study_arguments_on_one_line(tmp_path, capsys, argv,
 def test_a_study_trains_for_real_and_writes_db_csv_plots(tmp_path, capsys):
     out = tmp_path / "study"
     argv = ["study", "cosface", "--trials", "2", "--epochs", "1", "--device", "cpu",
-            "--out", str(out), "--seed", "1"]
+            "--threads", "1", "--out", str(out), "--seed", "1"]
     assert cli_main(argv) == 0
     printed = capsys.readouterr().out
     assert "trial 1 COMPLETE" in printed and "2/2 finished" in printed
@@ -366,6 +366,7 @@ def test_a_study_trains_for_real_and_writes_db_csv_plots(tmp_path, capsys):
         assert results["final_validation_reward"] == pytest.approx(table["value"][number])
         config = config_mod.load(run / "config.toml")
         assert config["loss"]["s"] == pytest.approx(table["params_s"][number])
+        assert config["run"]["threads"] == 1  # --threads reaches every trial (default 0)
     study = load_study(f"sqlite:///{out / 'study.db'}")
     assert all(0 in t.intermediate_values for t in study.trials)
 
