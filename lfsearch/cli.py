@@ -19,6 +19,19 @@ def _cmd_losses(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_spaces(args: argparse.Namespace) -> int:
+    from lfsearch import spaces
+
+    if args.action == "copy":
+        target = spaces.copy_space(args.name, args.dest, force=args.force)
+        print(f"wrote {target} (edit it, then: lfsearch search {target})")
+    elif args.action == "show":
+        print(spaces.space_path(args.name).read_text(), end="")
+    else:
+        print(spaces.listing())
+    return 0
+
+
 def _format_params(params: dict[str, float], limit: int = 4) -> str:
     items = [f"{k}={v:.3g}" for k, v in list(params.items())[:limit]]
     return ",".join(items) + (",..." if len(params) > limit else "")
@@ -176,6 +189,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("losses", help="list every loss of the unified family with its formula, "
                        "parameters and defaults")
     p.set_defaults(func=_cmd_losses)
+
+    p = sub.add_parser("spaces", help="list the bundled search spaces; show or copy one",
+                       description="Without an action: each bundled search space (a name for "
+                       "lfsearch search/compare/study) with its description. 'show NAME' "
+                       "prints its file; 'copy NAME DEST' writes an editable copy.")
+    p.set_defaults(func=_cmd_spaces, action=None)
+    actions = p.add_subparsers(dest="action", metavar="ACTION")
+    a = actions.add_parser("show", help="print a bundled space's TOML file")
+    a.add_argument("name", help="a bundled space name (see lfsearch spaces)")
+    a = actions.add_parser("copy", help="copy a bundled space's file, to edit it")
+    a.add_argument("name", help="a bundled space name (see lfsearch spaces)")
+    a.add_argument("dest", help="a file path ending in .toml, or a folder (NAME.toml inside)")
+    a.add_argument("--force", action="store_true", help="replace DEST if it exists")
 
     p = sub.add_parser(
         "search", help="train a network while searching its loss (or with a fixed loss)",
