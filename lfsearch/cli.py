@@ -19,6 +19,19 @@ def _cmd_losses(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_spaces(args: argparse.Namespace) -> int:
+    from lfsearch import spaces
+
+    if args.action == "copy":
+        target = spaces.copy_space(args.name, args.dest, force=args.force)
+        print(f"wrote {target} (edit it, then: lfsearch search {target})")
+    elif args.action == "show":
+        print(spaces.space_path(args.name).read_text(), end="")
+    else:
+        print(spaces.listing())
+    return 0
+
+
 def _format_params(params: dict[str, float], limit: int = 4) -> str:
     items = [f"{k}={v:.3g}" for k, v in list(params.items())[:limit]]
     return ",".join(items) + (",..." if len(params) > limit else "")
@@ -93,7 +106,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     try:
         result = compare(benchmarks, spaces, seeds, out=args.out, epochs=args.epochs,
                          candidates=args.candidates, model=args.model, device=args.device,
-                         metric=args.metric, force=args.force, progress=progress)
+                         threads=args.threads, metric=args.metric, force=args.force,
+                         progress=progress)
     finally:
         if bar is not None:
             bar.close()
@@ -139,7 +153,7 @@ def _cmd_study(args: argparse.Namespace) -> int:
     try:
         summary = run_study(args.space, trials=args.trials, benchmark=args.benchmark,
                             epochs=args.epochs, model=args.model, seed=args.seed,
-                            device=args.device, storage=args.storage,
+                            device=args.device, threads=args.threads, storage=args.storage,
                             study_name=args.study_name, out=args.out, pruner=args.pruner,
                             progress=progress)
     finally:
@@ -157,6 +171,13 @@ def _cmd_study(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_threads(p: argparse.ArgumentParser, scope: str = "the run") -> None:
+    p.add_argument("--threads", type=int, help=f"CPU threads for PyTorch in {scope} (default 0: "
+                   "PyTorch's own choice). 1 is fastest for the small models when other "
+                   "processes share the cores; a run repeats exactly on CPU only with the same "
+                   "thread count")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lfsearch",
@@ -168,6 +189,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("losses", help="list every loss of the unified family with its formula, "
                        "parameters and defaults")
     p.set_defaults(func=_cmd_losses)
+
+    p = sub.add_parser("spaces", help="list the bundled search spaces; show or copy one",
+                       description="Without an action: each bundled search space (a name for "
+                       "lfsearch search/compare/study) with its description. 'show NAME' "
+                       "prints its file; 'copy NAME DEST' writes an editable copy.")
+    p.set_defaults(func=_cmd_spaces, action=None)
+    actions = p.add_subparsers(dest="action", metavar="ACTION")
+    a = actions.add_parser("show", help="print a bundled space's TOML file")
+    a.add_argument("name", help="a bundled space name (see lfsearch spaces)")
+    a = actions.add_parser("copy", help="copy a bundled space's file, to edit it")
+    a.add_argument("name", help="a bundled space name (see lfsearch spaces)")
+    a.add_argument("dest", help="a file path ending in .toml, or a folder (NAME.toml inside)")
+    a.add_argument("--force", action="store_true", help="replace DEST if it exists")
 
     p = sub.add_parser(
         "search", help="train a network while searching its loss (or with a fixed loss)",
@@ -184,9 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto: cuda if present")
     p.add_argument("--model", help="backbone name (default: the benchmark's)")
     p.add_argument("--out", help="run folder (default runs/<method>-<benchmark>-seed<seed>)")
-    p.add_argument("--threads", type=int, help="CPU threads for PyTorch (default 0: PyTorch's "
-                   "own choice). 1 is fastest for the small models when other processes share "
-                   "the cores; a run repeats exactly on CPU only with the same thread count")
+    _add_threads(p)
     p.add_argument("--resume", action="store_true", help="continue the run in --out after its "
                    "last completed epoch")
     p.add_argument("--force", action="store_true", help="replace an existing run folder")
@@ -215,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "included (default: each file's own)")
     p.add_argument("--model", help="backbone for every run (default: the benchmark's)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto")
+    _add_threads(p, "every run")
     p.add_argument("--metric", help="test metric to compare (default: the benchmark's, "
                    "verification_accuracy or accuracy)")
     p.add_argument("--force", action="store_true", help="redo every run from scratch")
@@ -250,6 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="run seed of every trial and the sampler's seed "
                    "(default: the file's, 0)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto")
+    _add_threads(p, "every trial")
     p.add_argument("--storage", help="Optuna storage: sqlite:///FILE (default "
                    "OUT/study.db), journal:PATH (several processes on one machine), "
                    "postgresql://USER[:PASSWORD]@HOST[:PORT]/DB (several machines)")

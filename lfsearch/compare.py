@@ -389,8 +389,9 @@ def _check_existing(spec: RunSpec, overrides: dict[str, Any]) -> None:
     want = config_mod.resolve(config_mod.load(spec.space), benchmark=spec.benchmark,
                               seed=spec.seed, **overrides)
     have = config_mod.load(spec.out / "config.toml")
-    # the device does not change what a run is (a CPU run may be finished on a GPU)
-    diffs = [d for d in _config_differences(want, have) if d != "run.device"]
+    # the device and thread count do not change what a run is (a CPU run may be finished on
+    # a GPU, or skipped by a compare given another --threads)
+    diffs = [d for d in _config_differences(want, have) if d not in ("run.device", "run.threads")]
     if diffs:
         raise ValueError(f"{spec.out} holds a run with a different configuration "
                          f"({', '.join(diffs[:5])}); use another --out, or --force to redo it")
@@ -476,8 +477,8 @@ def write_tables(out: Path, runs: pd.DataFrame, summary: pd.DataFrame) -> dict[s
 def compare(benchmarks: Sequence[str], spaces: str | Sequence[str] = DEFAULT_SPACES,
             seeds: int | str | Sequence[int] = 5, *, out: str | os.PathLike | None = None,
             epochs: int | None = None, candidates: int | None = None, model: str | None = None,
-            device: str | None = None, metric: str | None = None, force: bool = False,
-            runs_dir: str | os.PathLike = "runs",
+            device: str | None = None, threads: int | None = None, metric: str | None = None,
+            force: bool = False, runs_dir: str | os.PathLike = "runs",
             progress: Callable[[CompareProgress], None] | None = None) -> dict[str, Any]:
     """Run every method x seed x benchmark (complete runs are skipped, interrupted ones resumed),
     then write runs.csv, table.csv, table.md and compare.json in `out`.
@@ -489,7 +490,7 @@ def compare(benchmarks: Sequence[str], spaces: str | Sequence[str] = DEFAULT_SPA
     spaces = parse_spaces(spaces)
     seed_list = parse_seeds(seeds)
     overrides = {k: v for k, v in dict(epochs=epochs, candidates=candidates, model=model,
-                                       device=device).items() if v is not None}
+                                       device=device, threads=threads).items() if v is not None}
     if out is None:
         out = Path(runs_dir) / ("compare-" + "-".join(safe_name(b) for b in benchmarks))
     out = Path(out)

@@ -33,9 +33,21 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 import tomli_w
 
+from lfsearch import study_space
 from lfsearch.controllers import ParamSpec
 
-SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
+def _spaces_dir() -> Path:
+    """The bundled search spaces: lfsearch/search_spaces (in a wheel, a folder of copies; in a
+    git clone, a symlink to the top-level search_spaces/, the one source of truth), else the
+    clone's search_spaces/ itself (a checkout without symlinks)."""
+    here = Path(__file__).resolve().parent
+    for folder in (here / "search_spaces", here.parent / "search_spaces"):
+        if folder.is_dir():
+            return folder
+    return here / "search_spaces"
+
+
+SPACES_DIR = _spaces_dir()
 
 SECTIONS = ("method", "loss", "controller", "reward", "training", "run", "study")
 PARAM_KEYS = {"init", "low", "high", "log", "count"}
@@ -70,17 +82,22 @@ RUN_DEFAULTS: dict[str, Any] = {"seed": 0, "device": "auto", "threads": 0}  # 0:
 
 
 def find_space(name_or_path: str | os.PathLike) -> Path:
-    """A path to a search-space file, or a bare name looked up in the project's search_spaces/."""
+    """A path to a search-space file, or a bare name of a bundled space (SPACES_DIR)."""
     path = Path(name_or_path)
     if path.is_file():
         return path
     if path.suffix == "" and (SPACES_DIR / f"{path.name}.toml").is_file():
         return SPACES_DIR / f"{path.name}.toml"
-    known = sorted(p.stem for p in SPACES_DIR.glob("*.toml")) if SPACES_DIR.is_dir() else []
+    known = bundled_spaces()
     raise FileNotFoundError(
         f"search space {str(name_or_path)!r} not found: give a TOML file's path or one of "
-        f"{', '.join(known) or '(no search_spaces/ folder found)'}"
+        f"{', '.join(known) or f'(no bundled spaces found in {SPACES_DIR})'}"
     )
+
+
+def bundled_spaces() -> list[str]:
+    """Names of the bundled search spaces (every *.toml in SPACES_DIR), sorted."""
+    return sorted(p.stem for p in SPACES_DIR.glob("*.toml")) if SPACES_DIR.is_dir() else []
 
 
 def load(name_or_path: str | os.PathLike) -> dict[str, Any]:
@@ -294,8 +311,6 @@ def validate(raw: dict[str, Any], source: str = "<config>") -> dict[str, Any]:
             head.check_ranges({s.name: (s.low, s.high) for s in specs})
     except (ValueError, TypeError) as exc:
         raise ValueError(f"{source}: [loss]: {exc}") from None
-    if "study" in raw:  # what `lfsearch study` varies (lfsearch/study.py); ignored by a search
-        from lfsearch import study
-
-        config["study"] = study.check_section(raw["study"], config, source)
+    if "study" in raw:  # what `lfsearch study` varies (lfsearch/study_space.py); ignored by a search
+        config["study"] = study_space.check_section(raw["study"], config, source, validate)
     return config

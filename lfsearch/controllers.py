@@ -1,6 +1,7 @@
 """Search controllers: who proposes each epoch's M loss settings and learns from their rewards.
 
-One small ask/tell interface (DESIGN.md section 2) shared by four kinds::
+One small ask/tell interface (docs/architecture.md section 4, docs/math.md section 6) shared
+by four kinds::
 
     controller = build(kind, space, seed=0, **settings)
     params = controller.sample(M)           # M dicts {parameter name: value}

@@ -27,7 +27,7 @@ Conventions (all functions):
   cos θ_y ∈ [−1, 1] (:func:`t_transform`). Identity: every slope 1, every intercept 0.
 
 Scalar parameters are Python numbers validated here; a bad one raises ``ValueError``
-naming the parameter and its allowed values.
+naming the parameter and its allowed values. The derivations: docs/math.md.
 """
 
 from __future__ import annotations

@@ -140,8 +140,50 @@ def _figure(width: float, height: float):
     return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
 
 
+def _fit_titles(fig, max_rounds: int = 6) -> None:
+    """Wrap (textwrap) every title that does not fit: the suptitle within 96% of the figure's
+    width, an axes title within its axes (10% wider at most) and inside the figure. Widths are
+    measured on the drawn figure, so a benchmark spec of any length is wrapped, never clipped.
+    Lines break at spaces and after the spec's separators / ? & (inside a long word if needed)."""
+    import re
+    import textwrap
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
+    titles = [t for t in [getattr(fig, "_suptitle", None)] +
+              [ax.title for ax in fig.axes if ax.get_visible()] if t is not None and t.get_text()]
+    original = {id(t): t.get_text().split("\n") for t in titles}
+    chars = {id(t): max(map(len, original[id(t)])) for t in titles}
+    wrapper = textwrap.TextWrapper(break_on_hyphens=True)  # its chunks: wordsep_re below
+    wrapper.wordsep_re = re.compile(r"(\s+|[^\s/?&]*[/?&]|[^\s/?&]+)")
+    for _ in range(max_rounds):
+        fig.draw_without_rendering()  # runs the constrained layout with the current titles
+        renderer = canvas.get_renderer()
+        width = fig.bbox.width
+        changed = False
+        for t in titles:
+            box = t.get_window_extent(renderer)
+            if t is getattr(fig, "_suptitle", None):
+                allowed = 0.96 * width
+            else:
+                ax_box = t.axes.bbox
+                center = (ax_box.x0 + ax_box.x1) / 2
+                allowed = min(1.1 * ax_box.width, 2 * min(center, width - center) - 4)
+            if box.width <= allowed:
+                continue
+            longest = max(map(len, t.get_text().split("\n")))
+            chars[id(t)] = max(8, min(chars[id(t)] - 1, int(longest * allowed / box.width)))
+            wrapper.width = chars[id(t)]
+            t.set_text("\n".join(wrapper.fill(line) or line for line in original[id(t)]))
+            changed = True
+        if not changed:
+            return
+
+
 def _save(fig, path: Path) -> Path:
-    """PNG written atomically (temp file + rename)."""
+    """PNG written atomically (temp file + rename), its titles wrapped to fit."""
+    _fit_titles(fig)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.png")
     fig.savefig(tmp, dpi=DPI)

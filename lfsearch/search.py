@@ -1,4 +1,4 @@
-"""The search: the epoch loop of DESIGN.md section 2, its run folder, and resume.
+"""The search: the epoch loop of docs/architecture.md (section 5), its run folder, and resume.
 
     for each interval of k epochs ([controller] interval = k, default 1):
         params[1..M] = controller.sample(M)

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from lfsearch import compare as cmp
+from lfsearch import config as config_mod
 from lfsearch.cli import main as cli_main
 
 # ---------------------------------------------------------------------------------------------
@@ -232,13 +233,27 @@ def test_a_compare_with_other_settings_on_the_same_folder_is_refused(compared):
         cmp.compare([BENCH], "softmax", 2, out=out, **{**TINY, "epochs": 2})
 
 
+def test_compare_threads_reach_every_run_it_starts(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    code = cli_main(["compare", "--benchmark", BENCH, "--spaces", "softmax,cosface", "--seeds",
+                     "1", "--epochs", "1", "--candidates", "1", "--device", "cpu",
+                     "--threads", "1", "--out", str(out), "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    runs = sorted(out.glob("*/*/seed0"))
+    assert [r.parent.name for r in runs] == ["cosface", "softmax"]
+    for run in runs:
+        assert config_mod.load(run / "config.toml")["run"]["threads"] == 1  # default is 0
+        assert json.loads((run / "manifest.json").read_text())["cpu_threads"] == 1
+
+
 def test_the_cli_compare_prints_the_table_and_errors_in_one_line(compared, capsys):
     out, _, _ = compared
     code = cli_main(["compare", "--benchmark", BENCH, "--spaces", "softmax,search_softmax",
                      "--seeds", "2", "--epochs", "1", "--candidates", "2", "--device", "cpu",
-                     "--out", str(out), "--quiet"])
+                     "--threads", "1", "--out", str(out), "--quiet"])
     printed = capsys.readouterr()
     assert code == 0
+    # the runs were made with the default thread count: another --threads still skips them
     assert "4 runs: 0 ran, 0 resumed, 4 already complete" in printed.out
     assert "| softmax |" in printed.out
 

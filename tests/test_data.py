@@ -1,4 +1,4 @@
-"""Benchmarks: bundled digits, the real ORL faces and MNIST t10k files in ../shared/data, and
+"""Benchmarks: bundled digits, real ORL faces and MNIST t10k subsets in tests/data, and
 tiny files written here in the exact MNIST IDX, CIFAR pickle, LFW pairs and insightface .bin
 formats."""
 
@@ -18,26 +18,17 @@ from PIL import Image
 
 from lfsearch import data
 
-SHARED_DATA = Path(os.environ.get("LFSEARCH_SHARED_DATA",
-                                  Path(__file__).resolve().parents[1].parent / "shared" / "data"))
-
-
-def shared_dataset(name: str) -> Path:
-    path = SHARED_DATA / name
-    if not path.is_dir():
-        pytest.fail(f"real test data {name!r} is missing: expected {path} (the project's "
-                    "../shared/data folder, see its README.md; or set LFSEARCH_SHARED_DATA)")
-    return path
+TEST_DATA = Path(__file__).resolve().parent / "data"  # real subsets, credits in its README.md
 
 
 @pytest.fixture(scope="module")
 def orl_faces_dir() -> Path:
-    return shared_dataset("orl_faces")
+    return TEST_DATA / "orl_faces_subset"  # ORL people s1..s20, 10 images each
 
 
 @pytest.fixture(scope="module")
 def mnist_t10k_dir() -> Path:
-    return shared_dataset("mnist-idx")
+    return TEST_DATA / "mnist_small"  # the first 300 images of MNIST's t10k set
 
 
 # --- writers of the exact file formats -------------------------------------------------------
@@ -231,21 +222,20 @@ def test_mnist_reads_tiny_idx_files_exactly(tmp_path, gz):
 def test_mnist_on_real_t10k_digits_split_into_own_files(tmp_path, mnist_t10k_dir):
     images = read_real_idx(mnist_t10k_dir / "t10k-images-idx3-ubyte.gz")
     labels = read_real_idx(mnist_t10k_dir / "t10k-labels-idx1-ubyte.gz")
-    assert images.shape == (10000, 28, 28)
-    write_mnist(tmp_path, images[:1500], labels[:1500], images[1500:2000], labels[1500:2000],
-                gz=True)
+    assert images.shape == (300, 28, 28) and labels[:10].tolist() == [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]
+    write_mnist(tmp_path, images[:200], labels[:200], images[200:], labels[200:], gz=True)
     b = data.load(f"mnist:{tmp_path}?val=0.2", seed=1)
-    assert len(b.train) + len(b.val) == 1500 and len(b.test) == 500
-    assert abs(len(b.val) - 300) <= 10
-    assert b.test.labels.tolist() == labels[1500:2000].tolist()
-    want = torch.from_numpy(images[1503].copy()).float() / 127.5 - 1
+    assert len(b.train) + len(b.val) == 200 and len(b.test) == 100
+    assert abs(len(b.val) - 40) <= 10
+    assert b.test.labels.tolist() == labels[200:].tolist()
+    want = torch.from_numpy(images[203].copy()).float() / 127.5 - 1
     assert torch.equal(b.test.images[3, 0], want)
-    o = data.load(f"mnist-open:{tmp_path}?pairs=400", seed=1)
+    o = data.load(f"mnist-open:{tmp_path}?pairs=100", seed=1)
     assert o.num_classes == 6 and set(o.train.labels.tolist()) == set(range(6))
-    assert len(o.train) == int((labels[:1500] < 6).sum())
+    assert len(o.train) == int((labels[:200] < 6).sum())
     assert set(o.val.labels.tolist()) == {6, 7, 8, 9} == set(o.test.labels.tolist())
-    assert o.val.images.shape[0] == int((labels[:1500] >= 6).sum())
-    assert o.test.num_pairs == 400 and int(o.test.same.sum()) == 200
+    assert o.val.images.shape[0] == int((labels[:200] >= 6).sum())
+    assert o.test.num_pairs == 100 and int(o.test.same.sum()) == 50
 
 
 def test_mnist_missing_or_malformed_files_show_the_layout(tmp_path):
@@ -343,16 +333,16 @@ def test_folder_on_real_orl_faces_splits_by_identity(orl_faces_dir):
     b = data.load(f"folder:{orl_faces_dir}", seed=0)
     assert (b.in_channels, b.image_size) == (1, (112, 92))  # grey PGM, native size kept
     assert b.default_model == "face_cnn" and "flip" in b.augment
-    assert b.num_classes == 24 and len(b.train) == 240  # 40 people: 24 train, 8 val, 8 test
-    assert sorted(set(b.train.labels.tolist())) == list(range(24))
+    assert b.num_classes == 12 and len(b.train) == 120  # 20 people: 12 train, 4 val, 4 test
+    assert sorted(set(b.train.labels.tolist())) == list(range(12))
     val_people = set(b.val.labels.tolist())
     test_people = set(b.test.labels.tolist())
-    assert len(val_people) == len(test_people) == 8 and not val_people & test_people
+    assert len(val_people) == len(test_people) == 4 and not val_people & test_people
     train_names = set(b.class_names)
-    assert len(train_names) == 24
-    # balanced pairs: all 8 x C(10, 2) = 360 same pairs and as many different ones
+    assert len(train_names) == 12
+    # balanced pairs: all 4 x C(10, 2) = 180 same pairs and as many different ones
     for split in (b.val, b.test):
-        assert split.num_pairs == 720 and int(split.same.sum()) == 360
+        assert split.num_pairs == 360 and int(split.same.sum()) == 180
         lab = split.labels[split.pairs]
         assert torch.equal(split.same, lab[:, 0] == lab[:, 1])
     # the first training image is s1/1.pgm if s1 is a training identity, read exactly
@@ -370,8 +360,8 @@ def test_folder_resizes_and_converts(orl_faces_dir):
     assert b.train.images.shape[1:] == (3, 32, 28) and b.image_size == (32, 28)
     assert b.test.num_pairs == 100
     c = data.load(f"folder-closed:{orl_faces_dir}", size=16, seed=0)
-    assert isinstance(c.test, data.ClassificationSplit) and c.num_classes == 40
-    assert (len(c.train), len(c.val), len(c.test)) == (240, 80, 80)  # 6/2/2 of each person
+    assert isinstance(c.test, data.ClassificationSplit) and c.num_classes == 20
+    assert (len(c.train), len(c.val), len(c.test)) == (120, 40, 40)  # 6/2/2 of each person
 
 
 def test_folder_errors_name_the_layout_or_the_corrupt_file(tmp_path):

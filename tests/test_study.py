@@ -207,6 +207,23 @@ def test_bad_study_tables_name_the_field_and_the_file(tmp_path, table, field):
     assert field in str(info.value) and "bad.toml" in str(info.value)
 
 
+def test_config_does_not_import_the_study_runner(tmp_path):
+    """Dependencies run one way: config -> study_space; study -> config. Loading a file with a
+    [study] table (checked by config) must not import lfsearch.study (Optuna, storage)."""
+    path = tmp_path / "space.toml"
+    path.write_text(SPACE_WITH_STUDY)
+    code = ("import sys; from lfsearch import config; c = config.load(sys.argv[1]); "
+            "assert 'params' in c['study']; "
+            "print(sorted(m for m in sys.modules if m.startswith('lfsearch')))")
+    repo = Path(__file__).resolve().parents[1]  # `python -c` imports from its cwd first
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
+                         text=True, check=True, cwd=repo).stdout
+    loaded = eval(out)
+    assert "lfsearch.study_space" in loaded and "lfsearch.config" in loaded
+    assert "lfsearch.study" not in loaded and "lfsearch.search" not in loaded
+    assert "optuna" not in out
+
+
 # ------------------------------------------------------------------------------------------
 # studies on a stub run (seconds)
 # ------------------------------------------------------------------------------------------
@@ -335,7 +352,7 @@ def test_the_cli_reports_bad_study_arguments_on_one_line(tmp_path, capsys, argv,
 def test_a_study_trains_for_real_and_writes_db_csv_plots(tmp_path, capsys):
     out = tmp_path / "study"
     argv = ["study", "cosface", "--trials", "2", "--epochs", "1", "--device", "cpu",
-            "--out", str(out), "--seed", "1"]
+            "--threads", "1", "--out", str(out), "--seed", "1"]
     assert cli_main(argv) == 0
     printed = capsys.readouterr().out
     assert "trial 1 COMPLETE" in printed and "2/2 finished" in printed
@@ -349,6 +366,7 @@ def test_a_study_trains_for_real_and_writes_db_csv_plots(tmp_path, capsys):
         assert results["final_validation_reward"] == pytest.approx(table["value"][number])
         config = config_mod.load(run / "config.toml")
         assert config["loss"]["s"] == pytest.approx(table["params_s"][number])
+        assert config["run"]["threads"] == 1  # --threads reaches every trial (default 0)
     study = load_study(f"sqlite:///{out / 'study.db'}")
     assert all(0 in t.intermediate_values for t in study.trials)
 
