@@ -52,9 +52,11 @@ Options (allowed per kind; anything else is a ValueError naming the allowed ones
   train_classes=K classes 0..K-1 train an open-set variant (digits, *-open).
   pairs_file=NAME the pairs file of lfw (default pairs.txt).
 
-Images are float32 (N, C, H, W) in [-1, 1] (8-bit x -> x/127.5 - 1; digits x/8 - 1), kept as
-tensors on the device. Training labels index the training classes 0..num_classes-1.
-`batches` shuffles with a torch.Generator and augments on the device; `Benchmark.augment` is
+Images are kept as uint8 (N, C, H, W) tensors on the device (4x less memory than float32)
+with the split's `PixelScale`; each batch becomes float32 in [-1, 1] on the device (8-bit
+x -> x/127.5 - 1; digits x/8 - 1; `split.normalise`). Training labels index the training
+classes 0..num_classes-1. `batches` shuffles with a torch.Generator, normalises and augments
+on the device; `Benchmark.augment` is
 the benchmark's usual augmentation to pass to it: "none" for digits and MNIST, "crop=4,flip"
 for CIFAR, "crop=P,flip" with P = min(H, W) // 16 for folder. Pickles (CIFAR, .bin) are read
 by an unpickler that admits only containers, bytes and numpy arrays: a data file runs no code.
@@ -89,13 +91,14 @@ from lfsearch.data.images import IMAGE_EXTENSIONS, MAX_DEFAULT_SIDE
 from lfsearch.data.lfw import load_lfw, read_pairs_file
 from lfsearch.data.options import PARSERS
 from lfsearch.data.pairs import DEFAULT_PAIRS, N_FOLDS, make_pairs
-from lfsearch.data.splits import (Benchmark, ClassificationSplit, LabelledImages, Split,
-                                  VerificationSplit)
+from lfsearch.data.splits import (BYTE_PIXELS, Benchmark, ClassificationSplit, LabelledImages,
+                                  PixelScale, Split, VerificationSplit)
 
-__all__ = ["Benchmark", "ClassificationSplit", "DEFAULT_PAIRS", "IMAGE_EXTENSIONS",
-           "LabelledImages", "MAX_DEFAULT_SIDE", "N_FOLDS", "Split", "VerificationSplit",
-           "augment_batch", "available", "batches", "load", "make_pairs", "parse_augment",
-           "parse_spec", "read_idx", "read_pairs_file"]
+__all__ = ["BYTE_PIXELS", "Benchmark", "ClassificationSplit", "DEFAULT_PAIRS",
+           "IMAGE_EXTENSIONS", "LabelledImages", "MAX_DEFAULT_SIDE", "N_FOLDS",
+           "PixelScale", "Split", "VerificationSplit", "augment_batch", "available",
+           "batches", "load", "make_pairs", "parse_augment", "parse_spec", "read_idx",
+           "read_pairs_file"]
 
 log = logging.getLogger(__name__)
 

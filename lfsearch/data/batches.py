@@ -69,7 +69,8 @@ def batches(train: LabelledImages, batch_size: int, *, generator: torch.Generato
             augment: str | None = "none",
             drop_last: bool = False) -> Iterator[tuple[Tensor, Tensor]]:
     """Yield (images, labels) batches on the data's device: a permutation drawn from
-    `generator`, then `augment_batch` (see `parse_augment`; pass `Benchmark.augment`)."""
+    `generator`; each batch's stored pixels normalised to float (`train.normalise`), then
+    `augment_batch` (see `parse_augment`; pass `Benchmark.augment`)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1; got {batch_size}")
     parse_augment(augment)
@@ -79,7 +80,7 @@ def batches(train: LabelledImages, batch_size: int, *, generator: torch.Generato
     stop = n - n % batch_size if drop_last else n
     for start in range(0, stop, batch_size):
         idx = order[start:start + batch_size]
-        images = train.images[idx]
+        images = train.normalise(train.images[idx])
         if augment not in (None, "none", ""):
             images = augment_batch(images, generator=generator, augment=augment)
         yield images, train.labels[idx]

@@ -12,7 +12,7 @@ import torch
 from lfsearch.data.files import load_pickle
 from lfsearch.data.images import decode_images
 from lfsearch.data.pairs import N_FOLDS
-from lfsearch.data.splits import Benchmark, VerificationSplit
+from lfsearch.data.splits import BYTE_PIXELS, Benchmark, VerificationSplit
 
 LAYOUT = ("bin:FILE expects an insightface verification file: a pickle of (images, issame) "
           "where images is a list of 2P encoded images (JPEG/PNG bytes) and issame a list "
@@ -46,6 +46,7 @@ def load_bin(path: Path, *, rng: np.random.Generator, size=None, crop=None,
     pairs = torch.arange(2 * p).view(p, 2)
     k = min(N_FOLDS, p)
     folds = torch.arange(p) * k // p  # contiguous folds, as insightface's KFold(10, shuffle=False)
-    split = VerificationSplit(images, pairs, torch.from_numpy(issame), folds)
+    split = VerificationSplit(images, pairs, torch.from_numpy(issame), folds,
+                              pixels=BYTE_PIXELS)
     return Benchmark(f"bin:{path.name}", None, split, split, 0, c, hw, "face_cnn", "none")
 

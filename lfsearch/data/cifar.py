@@ -13,7 +13,9 @@ from torch import Tensor
 from lfsearch.data.files import check_dir, get_key, load_pickle
 from lfsearch.data.pairs import DEFAULT_PAIRS
 from lfsearch.data.partition import closed_set, open_set
-from lfsearch.data.splits import Benchmark, uint8_to_float
+import torch
+
+from lfsearch.data.splits import BYTE_PIXELS, Benchmark
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +75,8 @@ def _cifar_arrays(root: Path, which: str) -> tuple[Tensor, np.ndarray, Tensor, n
                 names = [m.decode() if isinstance(m, bytes) else str(m) for m in meta]
         except ValueError:
             log.warning("ignoring unreadable %s", root / meta_name)
-    return uint8_to_float(train_x), train_y, uint8_to_float(test_x), test_y, names
+    t = torch.from_numpy
+    return t(np.ascontiguousarray(train_x)), train_y, t(np.ascontiguousarray(test_x)), test_y, names
 
 
 def cifar_loader(which: str, open_classes: bool) -> Callable[..., Benchmark]:
@@ -83,14 +86,14 @@ def cifar_loader(which: str, open_classes: bool) -> Callable[..., Benchmark]:
     def closed(root: Path, *, rng: np.random.Generator, val: float = 0.1) -> Benchmark:
         tx, ty, sx, sy, names = _cifar_arrays(root, which)
         return closed_set(which, tx, ty, sx, sy, val=val, rng=rng, num_classes=n, model=model,
-                          augment="crop=4,flip", class_names=names)
+                          augment="crop=4,flip", pixels=BYTE_PIXELS, class_names=names)
 
     def opened(root: Path, *, rng: np.random.Generator, pairs: int = DEFAULT_PAIRS,
                train_classes: int = 6 if n == 10 else 80) -> Benchmark:
         tx, ty, sx, sy, names = _cifar_arrays(root, which)
         return open_set(f"{which}-open", tx, ty, sx, sy, train_classes=train_classes,
                         num_classes=n, pairs=pairs, rng=rng, model=model, augment="crop=4,flip",
-                        class_names=names)
+                        pixels=BYTE_PIXELS, class_names=names)
 
     return opened if open_classes else closed
 

@@ -3,7 +3,7 @@
 digits is open-set: train on digits 0..K-1 (K = `train_classes`, default 6), verification pairs
 on the others, whose images are split per digit (by seed) into disjoint validation and test
 halves. digits-closed is a stratified train/val/test split of all 10 classes.
-Pixels 0..16 map to [-1, 1] as x / 8 - 1.
+Pixels 0..16 are kept as uint8 and map to [-1, 1] as x / 8 - 1 (`DIGIT_PIXELS`).
 """
 
 from __future__ import annotations
@@ -14,13 +14,15 @@ from torch import Tensor
 
 from lfsearch.data.pairs import DEFAULT_PAIRS, verification_split
 from lfsearch.data.partition import stratified_split
-from lfsearch.data.splits import Benchmark, ClassificationSplit, LabelledImages
+from lfsearch.data.splits import Benchmark, ClassificationSplit, LabelledImages, PixelScale
+
+DIGIT_PIXELS = PixelScale(8.0, 1.0)
 
 def _digits_arrays() -> tuple[Tensor, np.ndarray]:
     from sklearn.datasets import load_digits
 
     d = load_digits()
-    images = torch.from_numpy(d.images.astype(np.float32)).div_(8.0).sub_(1.0)[:, None]
+    images = torch.from_numpy(d.images.astype(np.uint8)[:, None])  # integers 0..16
     return images, d.target.astype(np.int64)
 
 
@@ -34,11 +36,11 @@ def load_digits(*, rng: np.random.Generator, pairs: int = DEFAULT_PAIRS,
     test_local, val_local = stratified_split(labels[rest], [0.5], rng)
     va, te = rest[val_local], rest[test_local]
     val_split = verification_split(images[torch.from_numpy(va)], labels[va], pairs, rng,
-                                   "digits validation pairs")
+                                   "digits validation pairs", DIGIT_PIXELS)
     test_split = verification_split(images[torch.from_numpy(te)], labels[te], pairs, rng,
-                                    "digits test pairs")
+                                    "digits test pairs", DIGIT_PIXELS)
     return Benchmark("digits", LabelledImages(images[torch.from_numpy(tr)],
-                                              torch.from_numpy(labels[tr])),
+                                              torch.from_numpy(labels[tr]), DIGIT_PIXELS),
                      val_split, test_split, train_classes, 1, (8, 8), "digits_net", "none",
                      [str(c) for c in range(train_classes)])
 
@@ -51,8 +53,8 @@ def load_digits_closed(*, rng: np.random.Generator, val: float = 0.2,
     tr, va, te = stratified_split(labels, [val, test], rng)
     t = torch.from_numpy
     lab = t(labels)
-    return Benchmark("digits-closed", LabelledImages(images[t(tr)], lab[t(tr)]),
-                     ClassificationSplit(images[t(va)], lab[t(va)]) if len(va) else None,
-                     ClassificationSplit(images[t(te)], lab[t(te)]), 10, 1, (8, 8),
+    every = ClassificationSplit(images, lab, DIGIT_PIXELS)
+    return Benchmark("digits-closed", LabelledImages(images[t(tr)], lab[t(tr)], DIGIT_PIXELS),
+                     every.subset(t(va)) if len(va) else None, every.subset(t(te)), 10, 1, (8, 8),
                      "digits_net", "none", [str(c) for c in range(10)])
 

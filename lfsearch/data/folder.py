@@ -19,7 +19,7 @@ from lfsearch.data.files import check_dir
 from lfsearch.data.images import IMAGE_EXTENSIONS, decode_images
 from lfsearch.data.pairs import DEFAULT_PAIRS, verification_split
 from lfsearch.data.partition import stratified_split
-from lfsearch.data.splits import Benchmark, ClassificationSplit, LabelledImages
+from lfsearch.data.splits import BYTE_PIXELS, Benchmark, ClassificationSplit, LabelledImages
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +76,12 @@ def load_folder(root: Path, *, rng: np.random.Generator, size=None, crop=None, c
     val_split = None
     if n_val:
         vx, vy = subset(groups["val"])
-        val_split = verification_split(vx, vy, pairs, rng, "folder validation identities")
+        val_split = verification_split(vx, vy, pairs, rng, "folder validation identities",
+                                       BYTE_PIXELS)
     sx, sy = subset(groups["test"])
-    test_split = verification_split(sx, sy, pairs, rng, "folder test identities")
-    return Benchmark("folder", LabelledImages(tx, torch.from_numpy(remap[ty]).long()), val_split,
+    test_split = verification_split(sx, sy, pairs, rng, "folder test identities", BYTE_PIXELS)
+    return Benchmark("folder", LabelledImages(tx, torch.from_numpy(remap[ty]).long(),
+                                              BYTE_PIXELS), val_split,
                      test_split, len(groups["train"]), c, hw, "face_cnn", face_augment(hw),
                      [names[i] for i in groups["train"]])
 
@@ -96,8 +98,8 @@ def load_folder_closed(root: Path, *, rng: np.random.Generator, size=None, crop=
     tr, va, te = stratified_split(identity, [val, test], rng)
     t = torch.from_numpy
     lab = t(identity).long()
-    return Benchmark("folder-closed", LabelledImages(images[t(tr)], lab[t(tr)]),
-                     ClassificationSplit(images[t(va)], lab[t(va)]) if len(va) else None,
-                     ClassificationSplit(images[t(te)], lab[t(te)]), len(names), c, hw,
-                     "face_cnn", face_augment(hw), names)
+    every = ClassificationSplit(images, lab, BYTE_PIXELS)
+    return Benchmark("folder-closed", LabelledImages(images[t(tr)], lab[t(tr)], BYTE_PIXELS),
+                     every.subset(t(va)) if len(va) else None, every.subset(t(te)), len(names),
+                     c, hw, "face_cnn", face_augment(hw), names)
 

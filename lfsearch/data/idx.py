@@ -16,7 +16,9 @@ from torch import Tensor
 from lfsearch.data.files import check_dir
 from lfsearch.data.pairs import DEFAULT_PAIRS
 from lfsearch.data.partition import closed_set, open_set
-from lfsearch.data.splits import Benchmark, uint8_to_float
+import torch
+
+from lfsearch.data.splits import BYTE_PIXELS, Benchmark
 
 LAYOUT = ("mnist:DIR expects the four MNIST IDX files, gzipped or not, in DIR:\n"
           "  DIR/train-images-idx3-ubyte[.gz]\n  DIR/train-labels-idx1-ubyte[.gz]\n"
@@ -77,14 +79,14 @@ def _mnist_arrays(root: Path) -> tuple[Tensor, np.ndarray, Tensor, np.ndarray]:
                              f"{ipath.name}); got shape {labels.shape}\n{LAYOUT}")
         if labels.size and (labels.min() < 0 or labels.max() > 9):
             raise ValueError(f"{lpath}: labels must be digits 0..9")
-        out += [uint8_to_float(images[:, None]), labels.astype(np.int64)]
+        out += [torch.from_numpy(np.ascontiguousarray(images[:, None])), labels.astype(np.int64)]
     return out[0], out[1], out[2], out[3]
 
 
 def load_mnist(root: Path, *, rng: np.random.Generator, val: float = 0.1) -> Benchmark:
     tx, ty, sx, sy = _mnist_arrays(root)
     return closed_set("mnist", tx, ty, sx, sy, val=val, rng=rng, num_classes=10,
-                      model="lsoftmax_mnist", augment="none",
+                      model="lsoftmax_mnist", augment="none", pixels=BYTE_PIXELS,
                       class_names=[str(c) for c in range(10)])
 
 
@@ -93,5 +95,5 @@ def load_mnist_open(root: Path, *, rng: np.random.Generator, pairs: int = DEFAUL
     tx, ty, sx, sy = _mnist_arrays(root)
     return open_set("mnist-open", tx, ty, sx, sy, train_classes=train_classes, num_classes=10,
                     pairs=pairs, rng=rng, model="lsoftmax_mnist", augment="none",
-                    class_names=[str(c) for c in range(10)])
+                    pixels=BYTE_PIXELS, class_names=[str(c) for c in range(10)])
 

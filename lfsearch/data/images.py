@@ -1,5 +1,5 @@
 """Decoding image files and encoded bytes with Pillow: centre crop, grey or RGB, bilinear resize
-(used by folder, lfw and bin). Pixels map to [-1, 1] as x / 127.5 - 1."""
+(used by folder, lfw and bin). Pixels stay uint8 (splits.BYTE_PIXELS maps them to [-1, 1])."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from torch import Tensor
 
-from lfsearch.data.splits import uint8_to_float
+import torch
 
 MAX_DEFAULT_SIDE = 112
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".pgm", ".ppm", ".pbm", ".bmp", ".tif", ".tiff",
@@ -42,7 +42,7 @@ def decode_images(sources: list[Path | bytes], labels: list[str], *,
                   size: tuple[int, int] | None,
                   crop: tuple[int, int] | None, channels: int | None,
                   default_channels: int | None = None) -> tuple[Tensor, int, tuple[int, int]]:
-    """Decode, centre-crop, convert and resize every image into float32 (N, C, H, W) in [-1, 1].
+    """Decode, centre-crop, convert and resize every image into uint8 (N, C, H, W).
 
     Default size: the common size when all images share one no larger than 112x112, else
     112x112. Default channels: 1 when every image is grey, else 3 (or `default_channels`)."""
@@ -79,6 +79,6 @@ def decode_images(sources: list[Path | bytes], labels: list[str], *,
         except (OSError, ValueError, SyntaxError) as exc:
             raise ValueError(f"cannot read image {label}: {exc}") from exc
         out[i] = arr.reshape(h, w, channels)
-    return uint8_to_float(out.transpose(0, 3, 1, 2)), channels, (h, w)
+    return torch.from_numpy(np.ascontiguousarray(out.transpose(0, 3, 1, 2))), channels, (h, w)
 
 

@@ -11,7 +11,7 @@ import torch
 from lfsearch.data.files import check_dir
 from lfsearch.data.images import decode_images
 from lfsearch.data.pairs import N_FOLDS
-from lfsearch.data.splits import Benchmark, VerificationSplit
+from lfsearch.data.splits import BYTE_PIXELS, Benchmark, VerificationSplit
 
 LAYOUT = ("lfw:DIR expects the LFW layout:\n  DIR/pairs.txt  (optional first line 'FOLDS N' or "
           "'N'; then lines 'name<TAB>n1<TAB>n2' (same) or 'name1<TAB>n1<TAB>name2<TAB>n2' "
@@ -88,6 +88,6 @@ def load_lfw(root: Path, *, rng: np.random.Generator, size=None, crop=None, chan
                                   channels=channels, default_channels=3)
     pairs = torch.tensor([[index[(a, na)], index[(b, nb)]] for a, na, b, nb in entries]).long()
     same = torch.tensor([a == b for a, _, b, _ in entries])
-    split = VerificationSplit(images, pairs, same, torch.from_numpy(folds))
+    split = VerificationSplit(images, pairs, same, torch.from_numpy(folds), pixels=BYTE_PIXELS)
     return Benchmark("lfw", None, split, split, 0, c, hw, "face_cnn", "none")
 

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lfsearch.data.splits import VerificationSplit, as_tensor_images
+from lfsearch.data.splits import PixelScale, VerificationSplit, as_tensor_images
 
 N_FOLDS = 10
 DEFAULT_PAIRS = 6000
@@ -89,12 +89,13 @@ def _sample_pairs(inverse: np.ndarray, counts: np.ndarray, want: int, total: int
 
 
 def verification_split(images: np.ndarray | Tensor, labels: np.ndarray, n_pairs: int,
-                       rng: np.random.Generator, what: str) -> VerificationSplit:
+                       rng: np.random.Generator, what: str,
+                       pixels: PixelScale | None) -> VerificationSplit:
     try:
         pairs, same, folds = make_pairs(labels, n_pairs, rng)
     except ValueError as exc:
         raise ValueError(f"{what}: {exc}") from None
     return VerificationSplit(as_tensor_images(images), torch.from_numpy(pairs).long(),
                              torch.from_numpy(same), torch.from_numpy(folds).long(),
-                             torch.from_numpy(np.asarray(labels)).long())
+                             torch.from_numpy(np.asarray(labels)).long(), pixels)
 

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from lfsearch.data.pairs import verification_split
-from lfsearch.data.splits import Benchmark, ClassificationSplit, LabelledImages
+from lfsearch.data.splits import Benchmark, ClassificationSplit, LabelledImages, PixelScale
 
 def stratified_split(labels: np.ndarray, fractions: list[float], rng: np.random.Generator
                       ) -> list[np.ndarray]:
@@ -28,21 +28,24 @@ def stratified_split(labels: np.ndarray, fractions: list[float], rng: np.random.
 
 def closed_set(name: str, train_x: Tensor, train_y: np.ndarray, test_x: Tensor,
                test_y: np.ndarray, *, val: float, rng: np.random.Generator, num_classes: int,
-               model: str, augment: str, class_names: list[str]) -> Benchmark:
+               model: str, augment: str, class_names: list[str],
+               pixels: PixelScale | None) -> Benchmark:
     train_idx, val_idx = stratified_split(train_y, [val], rng)
     t_idx, v_idx = torch.from_numpy(train_idx), torch.from_numpy(val_idx)
     labels = torch.from_numpy(train_y).long()
-    val_split = (ClassificationSplit(train_x[v_idx], labels[v_idx]) if len(val_idx) else None)
+    val_split = (ClassificationSplit(train_x[v_idx], labels[v_idx], pixels) if len(val_idx)
+                 else None)
     return Benchmark(
-        name, LabelledImages(train_x[t_idx], labels[t_idx]), val_split,
-        ClassificationSplit(test_x, torch.from_numpy(test_y).long()), num_classes,
+        name, LabelledImages(train_x[t_idx], labels[t_idx], pixels), val_split,
+        ClassificationSplit(test_x, torch.from_numpy(test_y).long(), pixels), num_classes,
         int(train_x.shape[1]), (int(train_x.shape[2]), int(train_x.shape[3])), model, augment,
         class_names)
 
 
 def open_set(name: str, train_x: Tensor, train_y: np.ndarray, test_x: Tensor, test_y: np.ndarray,
              *, train_classes: int, num_classes: int, pairs: int, rng: np.random.Generator,
-             model: str, augment: str, class_names: list[str]) -> Benchmark:
+             model: str, augment: str, class_names: list[str],
+             pixels: PixelScale | None) -> Benchmark:
     """Train on classes < train_classes of the train file; val pairs among the train file's
     other classes, test pairs among the test file's other classes."""
     if not 2 <= train_classes <= num_classes - 2:
@@ -53,12 +56,13 @@ def open_set(name: str, train_x: Tensor, train_y: np.ndarray, test_x: Tensor, te
     te = np.flatnonzero(test_y >= train_classes)
     val_split = verification_split(train_x[torch.from_numpy(va)], train_y[va], pairs, rng,
                                    f"{name} validation pairs (train file, classes >= "
-                                   f"{train_classes})")
+                                   f"{train_classes})", pixels)
     test_split = verification_split(test_x[torch.from_numpy(te)], test_y[te], pairs, rng,
                                     f"{name} test pairs (test file, classes >= "
-                                    f"{train_classes})")
+                                    f"{train_classes})", pixels)
     return Benchmark(
-        name, LabelledImages(train_x[torch.from_numpy(tr)], torch.from_numpy(train_y[tr]).long()),
+        name, LabelledImages(train_x[torch.from_numpy(tr)], torch.from_numpy(train_y[tr]).long(),
+                             pixels),
         val_split, test_split, train_classes, int(train_x.shape[1]),
         (int(train_x.shape[2]), int(train_x.shape[3])), model, augment,
         class_names[:train_classes])

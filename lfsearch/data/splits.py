@@ -16,10 +16,47 @@ import torch
 from torch import Tensor
 
 
-def check_images(images: Tensor, field_name: str) -> None:
-    if not isinstance(images, Tensor) or images.dim() != 4 or not images.is_floating_point():
-        raise ValueError(f"{field_name} must be a float tensor (N, C, H, W); got "
+@dataclass(frozen=True)
+class PixelScale:
+    """How stored uint8 pixels become network inputs: x -> x / divisor - shift, in float32.
+
+    8-bit images use x / 127.5 - 1 (in [-1, 1]); scikit-learn's digits (0..16) x / 8 - 1.
+    Splits keep uint8 pixels (4x less memory than float32) and normalise batch by batch on
+    the device."""
+
+    divisor: float = 127.5
+    shift: float = 1.0
+
+    def __call__(self, images: Tensor) -> Tensor:
+        return images.float().div_(self.divisor).sub_(self.shift)
+
+
+BYTE_PIXELS = PixelScale(127.5, 1.0)
+
+
+def check_images(images: Tensor, pixels: PixelScale | None, field_name: str) -> None:
+    """uint8 images are stored pixels and need `pixels`; float images are already normalised
+    and take none."""
+    if not isinstance(images, Tensor) or images.dim() != 4:
+        raise ValueError(f"{field_name} must be a tensor (N, C, H, W); got "
                          f"{getattr(images, 'shape', type(images))}")
+    if images.dtype == torch.uint8:
+        if not isinstance(pixels, PixelScale):
+            raise ValueError(f"{field_name}: uint8 images need pixels=PixelScale(divisor, shift) "
+                             "(x -> x / divisor - shift; 8-bit images: data.BYTE_PIXELS)")
+    elif images.is_floating_point():
+        if pixels is not None:
+            raise ValueError(f"{field_name}: float images are already normalised; pixels must "
+                             "be None")
+    else:
+        raise ValueError(f"{field_name} must be uint8 (stored pixels) or float (normalised); "
+                         f"got {images.dtype}")
+
+
+def normalise(images: Tensor, pixels: PixelScale | None) -> Tensor:
+    """Network inputs from a slice of a split's images: `pixels(images)` for stored uint8
+    pixels, the images themselves when they are float."""
+    return images if pixels is None else pixels(images)
 
 
 def as_tensor_images(images: np.ndarray | Tensor) -> Tensor:
@@ -28,20 +65,17 @@ def as_tensor_images(images: np.ndarray | Tensor) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(images))
 
 
-def uint8_to_float(images: np.ndarray) -> Tensor:
-    """uint8 (N, C, H, W) -> float32 in [-1, 1]: x / 127.5 - 1."""
-    return torch.from_numpy(np.ascontiguousarray(images)).float().div_(127.5).sub_(1.0)
-
-
 @dataclass
 class LabelledImages:
-    """Images (N, C, H, W) float with class labels (N,) long."""
+    """Images (N, C, H, W) with class labels (N,) long: uint8 pixels with their `pixels`
+    scale (the in-memory default), or float images already normalised (pixels None)."""
 
     images: Tensor
     labels: Tensor
+    pixels: PixelScale | None = None
 
     def __post_init__(self) -> None:
-        check_images(self.images, "images")
+        check_images(self.images, self.pixels, "images")
         if self.labels.shape != (self.images.shape[0],):
             raise ValueError(f"labels must have shape ({self.images.shape[0]},); "
                              f"got {tuple(self.labels.shape)}")
@@ -49,8 +83,20 @@ class LabelledImages:
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
+    @property
+    def device(self) -> torch.device:
+        return self.images.device
+
+    def normalise(self, images: Tensor) -> Tensor:
+        """Float network inputs from `images`, a slice of self.images (see PixelScale)."""
+        return normalise(images, self.pixels)
+
+    def subset(self, index: Tensor | slice) -> "LabelledImages":
+        """The same kind of split holding images[index] and labels[index]."""
+        return type(self)(self.images[index], self.labels[index], self.pixels)
+
     def to(self, device: str | torch.device) -> "LabelledImages":
-        return LabelledImages(self.images.to(device), self.labels.to(device))
+        return type(self)(self.images.to(device), self.labels.to(device), self.pixels)
 
 
 @dataclass
@@ -58,9 +104,6 @@ class ClassificationSplit(LabelledImages):
     """Closed-set split: labels index the training classes; scored by top-1 accuracy."""
 
     protocol: ClassVar[str] = "classification"
-
-    def to(self, device: str | torch.device) -> "ClassificationSplit":
-        return ClassificationSplit(self.images.to(device), self.labels.to(device))
 
 
 @dataclass
@@ -76,11 +119,12 @@ class VerificationSplit:
     same: Tensor
     folds: Tensor
     labels: Tensor | None = None
+    pixels: PixelScale | None = None
 
     protocol: ClassVar[str] = "verification"
 
     def __post_init__(self) -> None:
-        check_images(self.images, "images")
+        check_images(self.images, self.pixels, "images")
         p = self.pairs.shape[0]
         if self.pairs.dim() != 2 or self.pairs.shape[1] != 2:
             raise ValueError(f"pairs must have shape (P, 2); got {tuple(self.pairs.shape)}")
@@ -96,10 +140,15 @@ class VerificationSplit:
     def num_pairs(self) -> int:
         return int(self.pairs.shape[0])
 
+    def normalise(self, images: Tensor) -> Tensor:
+        """Float network inputs from `images`, a slice of self.images (see PixelScale)."""
+        return normalise(images, self.pixels)
+
     def to(self, device: str | torch.device) -> "VerificationSplit":
         return VerificationSplit(self.images.to(device), self.pairs.to(device),
                                  self.same.to(device), self.folds.to(device),
-                                 None if self.labels is None else self.labels.to(device))
+                                 None if self.labels is None else self.labels.to(device),
+                                 self.pixels)
 
 
 Split = Union[ClassificationSplit, VerificationSplit]
