@@ -95,7 +95,7 @@ def _setup(spec: dict):
                   candidate_seeds=list(range(len(params))), accel=accel)
     start = trainee.state()
     b = spec["batch_size"]
-    first = data.LabelledImages(train.images[:b], train.labels[:b])
+    first = train.subset(slice(0, b))
 
     def epoch(warmup: bool = False):
         args = dict(kwargs, train=first) if warmup else kwargs

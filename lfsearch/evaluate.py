@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
@@ -65,10 +65,12 @@ class _EvalMode:
         self.grad.__exit__(*exc)
 
 
-def embed(model: nn.Module, images: Tensor, batch_size: int = 256, flip: bool = False) -> Tensor:
+def embed(model: nn.Module, images: Tensor, batch_size: int = 256, flip: bool = False,
+          normalise: Callable[[Tensor], Tensor] | None = None) -> Tensor:
     """Embeddings (N, D) of images (N, C, H, W), in eval mode without gradients, batch by
     batch on the model's device; with flip, f(x) + f(x flipped left-right). Returned on the
-    images' device."""
+    images' device. `normalise` (a split's `.normalise`) turns each batch of stored uint8
+    pixels into float inputs on the model's device."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1; got {batch_size}")
     device = _device_of(model, images.device)
@@ -76,6 +78,8 @@ def embed(model: nn.Module, images: Tensor, batch_size: int = 256, flip: bool = 
     with _EvalMode(model):
         for start in range(0, images.shape[0], batch_size):
             x = images[start:start + batch_size].to(device)
+            if normalise is not None:
+                x = normalise(x)
             e = model(x)
             if flip:
                 e = e + model(x.flip(-1))
@@ -263,13 +267,13 @@ def evaluate(model: nn.Module, loss: nn.Module | None, split: Any, *, batch_size
             raise ValueError("classification evaluation needs a loss with a class head "
                              "(.logits(embeddings)); got "
                              f"{type(loss).__name__ if loss is not None else None}")
-        e = embed(model, split.images, batch_size, flip)
+        e = embed(model, split.images, batch_size, flip, getattr(split, "normalise", None))
         with _EvalMode(loss):
             head_device = _device_of(loss, e.device)
             logits = logits_fn(e.to(head_device))
         return {"accuracy": classification_accuracy(logits, split.labels)}
     if protocol == "verification":
-        e = embed(model, split.images, batch_size, flip)
+        e = embed(model, split.images, batch_size, flip, getattr(split, "normalise", None))
         scores = pair_scores(e, split.pairs)
         out = verification_metrics(scores, split.same, split.folds, far_targets=far_targets)
         if getattr(split, "labels", None) is not None:

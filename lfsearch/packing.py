@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import functools
 import math
 from dataclasses import dataclass
@@ -362,7 +363,7 @@ def run_epoch_packed(trainee: Trainee, start: dict[str, Any] | list[dict[str, An
     device = train.images.device
     accel = Accel.for_device(device) if accel is None else accel
     if accel.channels_last:  # once per epoch: batches cut from it stay channels-last
-        train = data.LabelledImages(_images(train.images, accel), train.labels)
+        train = dataclasses.replace(train, images=_images(train.images, accel))
     torch.manual_seed(candidate_seeds[0])  # backbone randomness (dropout), if any
     pop = PackedPopulation(trainee, start, params, lr=lr, accel=accel)
     generator = torch.Generator().manual_seed(data_seed)  # CPU: the same draws on any device
@@ -397,7 +398,7 @@ def run_epoch(mode: str, trainee: Trainee, start: dict[str, Any] | list[dict[str
         return run_epoch_packed(trainee, start, params, accel=accel, **kwargs)
     if accel.channels_last:
         trainee.model.to(memory_format=torch.channels_last)
-        kwargs["train"] = data.LabelledImages(_images(train.images, accel), train.labels)
+        kwargs["train"] = dataclasses.replace(train, images=_images(train.images, accel))
     if accel.compile and getattr(trainee.model, "_compiled_call_impl", None) is None:
         trainee.model.compile()  # in place: the state_dict keys stay as they are
     return population.run_epoch_sequential(trainee, start, params,

@@ -600,7 +600,8 @@ def roc_points(run: Run, *, cache: bool = True) -> tuple[np.ndarray, np.ndarray]
     trainee = searcher.build_trainee()
     state = torch.load(ckpt, map_location="cpu", weights_only=False)["state"]
     trainee.load(state)
-    scores = evaluate.pair_scores(evaluate.embed(trainee.model, split.images), split.pairs)
+    embeddings = evaluate.embed(trainee.model, split.images, normalise=split.normalise)
+    scores = evaluate.pair_scores(embeddings, split.pairs)
     fpr, tpr, _ = roc_curve(split.same.cpu().numpy(), scores.cpu().numpy())
     want = (run.results.get("test") or {}).get("roc_auc")
     if want is not None and abs(auc(fpr, tpr) - want) > 1e-3:

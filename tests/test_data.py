@@ -94,8 +94,12 @@ def test_digits_is_open_set_with_disjoint_val_and_test():
     assert (b.name, b.num_classes, b.in_channels, b.image_size) == ("digits", 6, 1, (8, 8))
     assert b.default_model == "digits_net" and b.augment == "none"
     assert set(b.train.labels.tolist()) == set(range(6))
-    assert b.train.images.shape[1:] == (1, 8, 8) and b.train.images.dtype == torch.float32
-    assert -1.0 <= float(b.train.images.min()) and float(b.train.images.max()) <= 1.0
+    # stored as uint8 pixels 0..16 (scikit-learn's values), normalised as x / 8 - 1 per batch
+    assert b.train.images.shape[1:] == (1, 8, 8) and b.train.images.dtype == torch.uint8
+    assert int(b.train.images.min()) == 0 and int(b.train.images.max()) == 16
+    x = b.train.normalise(b.train.images)
+    assert x.dtype == torch.float32 and torch.equal(x, b.train.images.float() / 8 - 1)
+    assert float(x.min()) == -1.0 and float(x.max()) == 1.0
     for split in (b.val, b.test):
         assert isinstance(split, data.VerificationSplit)
         assert set(split.labels.tolist()) == {6, 7, 8, 9}  # digits never seen in training
@@ -193,6 +197,38 @@ def test_augmentation_is_seeded_and_rejects_unknown_names():
     with pytest.raises(ValueError, match="allowed: 'none', 'flip'"):
         next(data.batches(train, 4, generator=torch.Generator(), augment="rotate"))
 
+def test_stored_uint8_pixels_give_the_batches_of_their_float_images():
+    """uint8 storage is 4x smaller than float32 and changes nothing: the batches equal those of
+    the same images normalised up front (x / 127.5 - 1), augmentation included."""
+    pixels = torch.randint(0, 256, (40, 3, 6, 5), generator=torch.Generator().manual_seed(0),
+                           dtype=torch.uint8)
+    labels = torch.arange(40)
+    stored = data.LabelledImages(pixels, labels, data.BYTE_PIXELS)
+    floats = data.LabelledImages(pixels.float() / 127.5 - 1, labels)
+    assert stored.images.element_size() * 4 == floats.images.element_size()
+    for augment in ("none", "crop=2,flip"):
+        got = list(data.batches(stored, 16, generator=torch.Generator().manual_seed(7),
+                                augment=augment))
+        want = list(data.batches(floats, 16, generator=torch.Generator().manual_seed(7),
+                                 augment=augment))
+        assert len(got) == len(want) == 3
+        for (x, y), (wx, wy) in zip(got, want):
+            assert x.dtype == torch.float32 and torch.equal(y, wy) and torch.equal(x, wx)
+
+
+def test_uint8_images_need_a_pixel_scale_and_float_images_take_none():
+    pixels = torch.zeros(2, 1, 4, 4, dtype=torch.uint8)
+    with pytest.raises(ValueError, match="uint8 images need pixels=PixelScale"):
+        data.LabelledImages(pixels, torch.arange(2))
+    with pytest.raises(ValueError, match="already normalised; pixels must be None"):
+        data.LabelledImages(pixels.float(), torch.arange(2), data.BYTE_PIXELS)
+    with pytest.raises(ValueError, match="uint8 .* or float"):
+        data.LabelledImages(pixels.long(), torch.arange(2))
+    half = data.LabelledImages(pixels, torch.arange(2), data.PixelScale(8.0, 1.0)).subset(
+        slice(0, 1))
+    assert len(half) == 1 and half.pixels == data.PixelScale(8.0, 1.0)
+
+
 
 # --- MNIST IDX -------------------------------------------------------------------------------
 
@@ -208,13 +244,14 @@ def test_mnist_reads_tiny_idx_files_exactly(tmp_path, gz):
     b = data.load(f"mnist:{tmp_path}", seed=0)
     assert b.num_classes == 10 and b.default_model == "lsoftmax_mnist"
     assert (b.in_channels, b.image_size) == (1, (28, 28))
-    assert torch.allclose(b.test.images[:, 0], torch.from_numpy(test_x).float() / 127.5 - 1)
+    assert b.test.images.dtype == torch.uint8 and b.test.pixels == data.BYTE_PIXELS
+    assert torch.equal(b.test.images[:, 0], torch.from_numpy(test_x))  # the file's bytes
     assert b.test.labels.tolist() == test_y.tolist()
     assert len(b.val) == 10 and len(b.train) == 50  # 10% of each class, stratified
     assert set(b.val.labels.tolist()) == set(range(10))
     # train + val are exactly the train file's images
     both = torch.cat([b.train.images, b.val.images])[:, 0]
-    want = torch.from_numpy(train_x).float() / 127.5 - 1
+    want = torch.from_numpy(train_x)
     assert sorted(map(lambda r: tuple(r), both.flatten(1).tolist())) == sorted(
         map(lambda r: tuple(r), want.flatten(1).tolist()))
 
@@ -228,8 +265,7 @@ def test_mnist_on_real_t10k_digits_split_into_own_files(tmp_path, mnist_t10k_dir
     assert len(b.train) + len(b.val) == 200 and len(b.test) == 100
     assert abs(len(b.val) - 40) <= 10
     assert b.test.labels.tolist() == labels[200:].tolist()
-    want = torch.from_numpy(images[203].copy()).float() / 127.5 - 1
-    assert torch.equal(b.test.images[3, 0], want)
+    assert torch.equal(b.test.images[3, 0], torch.from_numpy(images[203].copy()))  # uint8 kept
     o = data.load(f"mnist-open:{tmp_path}?pairs=100", seed=1)
     assert o.num_classes == 6 and set(o.train.labels.tolist()) == set(range(6))
     assert len(o.train) == int((labels[:200] < 6).sum())
@@ -280,9 +316,9 @@ def test_cifar10_reads_python_version_batches(tmp_path):
     # a row is the red plane, then green, then blue, each 32x32 row-major
     img = b.test.images[7]
     row = test_rows[7]
-    assert float(img[0, 0, 0]) == pytest.approx(row[0] / 127.5 - 1)
-    assert float(img[1, 0, 0]) == pytest.approx(row[1024] / 127.5 - 1)
-    assert float(img[2, 3, 5]) == pytest.approx(row[2048 + 3 * 32 + 5] / 127.5 - 1)
+    assert int(img[0, 0, 0]) == row[0] and int(img[1, 0, 0]) == row[1024]
+    assert int(img[2, 3, 5]) == row[2048 + 3 * 32 + 5]
+    assert float(b.test.normalise(img)[2, 3, 5]) == pytest.approx(row[2048 + 101] / 127.5 - 1)
     o = data.load(f"cifar10-open:{root}?pairs=40", seed=0)
     assert o.num_classes == 6 and set(o.test.labels.tolist()) == {6, 7, 8, 9}
 
@@ -347,8 +383,8 @@ def test_folder_on_real_orl_faces_splits_by_identity(orl_faces_dir):
         assert torch.equal(split.same, lab[:, 0] == lab[:, 1])
     # the first training image is s1/1.pgm if s1 is a training identity, read exactly
     if "s1" in b.class_names:
-        want = np.asarray(Image.open(orl_faces_dir / "s1" / "1.pgm"), np.float32) / 127.5 - 1
-        assert np.allclose(b.train.images[0, 0].numpy(), want)
+        want = np.asarray(Image.open(orl_faces_dir / "s1" / "1.pgm"))
+        assert np.array_equal(b.train.images[0, 0].numpy(), want)
     again = data.load(f"folder:{orl_faces_dir}", seed=0)
     assert torch.equal(again.test.pairs, b.test.pairs) and again.class_names == b.class_names
     other = data.load(f"folder:{orl_faces_dir}", seed=1)
@@ -421,7 +457,7 @@ def test_lfw_reads_pairs_with_header_as_folds(tmp_path):
                 (("Ann_A", 3), ("Dee_D", 3)), (("Bob_B", 1), ("Cid_C", 2))]
     for (i, j), (a, c) in zip(s.pairs.tolist(), expected):
         for idx, key in ((i, a), (j, c)):  # JPEG of a constant grey stays within 2 levels
-            assert abs((float(s.images[idx].mean()) + 1) * 127.5 - levels[key]) < 2
+            assert abs(float(s.images[idx].float().mean()) - levels[key]) < 2
     assert s.images.shape[0] == 12  # distinct images named in the pairs (each read once)
 
 
@@ -467,8 +503,8 @@ def test_bin_reads_insightface_pairs(tmp_path):
     assert s.pairs.tolist() == [[2 * i, 2 * i + 1] for i in range(12)]
     assert s.same.tolist() == issame
     assert s.folds.tolist() == [0, 0, 1, 2, 3, 4, 5, 5, 6, 7, 8, 9]  # contiguous, i * 10 // 12
-    want = torch.from_numpy(arrays[5]).permute(2, 0, 1).float() / 127.5 - 1
-    assert torch.allclose(s.images[5], want)  # PNG is lossless: exact pixels
+    want = torch.from_numpy(arrays[5]).permute(2, 0, 1)
+    assert torch.equal(s.images[5], want)  # PNG is lossless: exact pixels
     grey = data.load(f"bin:{path}?channels=1&size=8x8")
     assert grey.test.images.shape == (24, 1, 8, 8)
 

@@ -19,8 +19,8 @@ D = 16
 @pytest.fixture(scope="module")
 def bench():
     b = data.load("digits-closed", seed=0)
-    small = data.LabelledImages(b.train.images[:192], b.train.labels[:192])
-    val = data.ClassificationSplit(b.val.images[:160], b.val.labels[:160])
+    small = b.train.subset(slice(0, 192))
+    val = b.val.subset(slice(0, 160))
     return b, small, [population.Validation("val", val, "accuracy")]
 
 
@@ -158,7 +158,7 @@ def test_mode_choice_and_bad_modes():
 
 def test_run_epoch_dispatches_and_channels_last_changes_nothing_on_cpu(bench):
     b, _, validations = bench
-    train = data.LabelledImages(b.train.images[:96], b.train.labels[:96])
+    train = b.train.subset(slice(0, 96))
     trainee = make_trainee("arcface", "sgd", b.num_classes, 0.05, s=16.0)
     params = [{"m": 0.1}, {"m": 0.4}]
     kwargs = dict(train=train, validations=validations, batch_size=32, lr=0.05, data_seed=0,
@@ -183,7 +183,7 @@ def test_packing_refuses_an_optimizer_that_is_not_elementwise(bench):
 @pytest.mark.slow
 def test_compiled_packed_backbone_gives_the_same_results(bench):
     b, _, validations = bench
-    train = data.LabelledImages(b.train.images[:96], b.train.labels[:96])
+    train = b.train.subset(slice(0, 96))
     trainee = make_trainee("cosface", "sgd", b.num_classes, 0.05, s=16.0)
     params = [{"m": 0.1}, {"m": 0.4}]
     kwargs = dict(train=train, validations=validations, batch_size=32, lr=0.05, data_seed=0,
