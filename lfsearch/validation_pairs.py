@@ -13,6 +13,7 @@ embedding pass over the split's images, not the pair count).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import numpy as np
@@ -39,6 +40,7 @@ def redraw(split: data.VerificationSplit, n_pairs: int, seed: int,
         log.warning("reward.pairs = %d: %s allows only %d balanced pairs; using those",
                     n_pairs, name, pairs.shape[0])
     device = split.images.device
-    return data.VerificationSplit(split.images, torch.from_numpy(pairs).long().to(device),
-                                  torch.from_numpy(same).to(device),
-                                  torch.from_numpy(folds).long().to(device), split.labels)
+    # dataclasses.replace keeps every other field (images, labels, pixel scale) as it is
+    return dataclasses.replace(split, pairs=torch.from_numpy(pairs).long().to(device),
+                               same=torch.from_numpy(same).to(device),
+                               folds=torch.from_numpy(folds).long().to(device))

@@ -4,6 +4,7 @@ one-line refusals."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 
@@ -58,11 +59,14 @@ def test_cosine_gap_moves_where_thresholded_accuracy_cannot():
     assert b["cosine_gap"] - a["cosine_gap"] == pytest.approx(0.05)
 
 
-@pytest.mark.parametrize("metric", ["roc_auc", "cosine_gap"])
-def test_a_smooth_metric_is_the_reward(tmp_path, metric):
-    run(space("cosface", epochs=1, candidates=1, reward={"metric": metric}), tmp_path)
+@pytest.mark.parametrize("metric, pairs", [("roc_auc", 0), ("cosine_gap", 400)])
+def test_a_smooth_metric_is_the_reward(tmp_path, metric, pairs):
+    run(space("cosface", epochs=1, candidates=1, reward={"metric": metric, "pairs": pairs}),
+        tmp_path)
     rows = pd.read_csv(tmp_path / "epochs.csv")
     assert rows["reward"].tolist() == rows[f"val/{metric}"].tolist()
+    if pairs:
+        assert rows["val/pairs"].tolist() == [pairs]
 
 
 # ------------------------------------------------------------------ validation pairs
@@ -73,7 +77,9 @@ def test_reward_pairs_redraws_balanced_pairs_on_the_validation_images_only(tmp_p
     assert bench.val.num_pairs != 1000
     val = validation_pairs.redraw(bench.val, 1000, seed=4)
     assert val.num_pairs == 1000 and int(val.same.sum()) == 500
-    assert val.images is bench.val.images
+    for f in dataclasses.fields(val):  # all but the pairs is the validation split's own
+        if f.name not in ("pairs", "same", "folds"):
+            assert getattr(val, f.name) is getattr(bench.val, f.name), f.name
     labels = val.labels[val.pairs]
     assert torch.equal(labels[:, 0] == labels[:, 1], val.same)
     assert len({tuple(p) for p in val.pairs.tolist()}) == 1000  # no pair twice
@@ -85,7 +91,7 @@ def test_reward_pairs_redraws_balanced_pairs_on_the_validation_images_only(tmp_p
 def test_reward_pairs_needs_labelled_verification_splits():
     bench = data.load("digits", seed=0)
     v = bench.val
-    unlabelled = data.VerificationSplit(v.images, v.pairs, v.same, v.folds)
+    unlabelled = dataclasses.replace(v, labels=None)
     with pytest.raises(ValueError, match="no identity labels.*allowed there: reward.pairs = 0"):
         validation_pairs.redraw(unlabelled, 100, seed=0)
     closed = data.load("digits-closed", seed=0)
