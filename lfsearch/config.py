@@ -311,6 +311,6 @@ def validate(raw: dict[str, Any], source: str = "<config>") -> dict[str, Any]:
             head.check_ranges({s.name: (s.low, s.high) for s in specs})
     except (ValueError, TypeError) as exc:
         raise ValueError(f"{source}: [loss]: {exc}") from None
-    if "study" in raw:  # what `lfsearch study` varies (lfsearch/study_space.py); ignored by a search
+    if "study" in raw:  # what `lfsearch study` varies (study_space.py); ignored by a search
         config["study"] = study_space.check_section(raw["study"], config, source, validate)
     return config

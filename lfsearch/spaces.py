@@ -25,8 +25,8 @@ def space_path(name: str) -> Path:
     known = config_mod.bundled_spaces()
     stem = name[:-5] if name.endswith(".toml") else name
     if stem not in known:
-        raise ValueError(f"NAME {name!r} is not a bundled search space; allowed: "
-                         f"{', '.join(known) or '(none found in ' + str(config_mod.SPACES_DIR) + ')'}")
+        allowed = ", ".join(known) or f"(none found in {config_mod.SPACES_DIR})"
+        raise ValueError(f"NAME {name!r} is not a bundled search space; allowed: {allowed}")
     return config_mod.SPACES_DIR / f"{stem}.toml"
 
 

@@ -33,8 +33,9 @@ def _chrome():
                    if shutil.which(n)), None)
     driver = shutil.which("chromedriver")
     if binary is None or driver is None:
-        pytest.fail("headless Chromium is missing: install Debian's chromium and chromium-driver "
-                    "packages (.ci/run does), found chromium=%s, chromedriver=%s" % (binary, driver))
+        pytest.fail("headless Chromium is missing: install Debian's chromium and "
+                    f"chromium-driver packages (.ci/run does); found chromium={binary}, "
+                    f"chromedriver={driver}")
     try:
         from selenium import webdriver
     except ImportError:
