@@ -33,10 +33,22 @@ def fake_run(space: str, params: dict[str, float] | None = None, **loss: object)
 
 
 def test_the_modulated_curve_is_h_of_a_and_its_effective_log_a_is_log_a():
+    # the paper's A-form: the searched parameter is A itself
     (curve,) = rep.loss_curves(fake_run("search_softmax_paper", {"a": math.e ** 2}), "C0")
     p = curve.p
     np.testing.assert_allclose(curve.pm, p / (p + math.e ** 2 * (1 - p)), rtol=1e-12)
     np.testing.assert_allclose(rep._effective_log_a(p, curve.pm), 2.0, atol=1e-6)
+    assert not curve.tau and not curve.assumed
+
+
+def test_the_margin_form_curve_is_h_of_exp_s_m():
+    # search_softmax searches (s, m) with log A = s·m (docs/search_space.md)
+    s, m = 8.0, 0.3
+    (curve,) = rep.loss_curves(fake_run("search_softmax", {"s": s, "m": m}), "C0")
+    p, a = curve.p, math.exp(s * m)
+    # the head keeps log A = s·m in a float32 buffer: 2.4 to ~1e-7 relative, hence rtol 1e-6
+    np.testing.assert_allclose(curve.pm, p / (p + a * (1 - p)), rtol=1e-6)
+    np.testing.assert_allclose(rep._effective_log_a(p, curve.pm), s * m, atol=1e-6)
     assert not curve.tau and not curve.assumed
 
 
@@ -47,6 +59,15 @@ def test_per_bin_factors_apply_to_their_probability_bin():
     for k in range(4):
         inside = (curve.p >= k / 4 + 1e-6) & (curve.p < (k + 1) / 4 - 1e-6)
         np.testing.assert_allclose(log_a[inside], math.log(params[f"a_{k}"]), atol=1e-6)
+
+
+def test_per_bin_margins_apply_to_their_probability_bin():
+    params = {"s": 4.0, "m_0": 0.0, "m_1": 0.1, "m_2": 0.35, "m_3": 0.6}
+    (curve,) = rep.loss_curves(fake_run("search_softmax_local", params), "C0")
+    log_a = rep._effective_log_a(curve.p, curve.pm)
+    for k in range(4):
+        inside = (curve.p >= k / 4 + 1e-6) & (curve.p < (k + 1) / 4 - 1e-6)
+        np.testing.assert_allclose(log_a[inside], 4.0 * params[f"m_{k}"], atol=1e-6)
 
 
 def test_cosface_lowers_the_target_logit_by_s_m_at_every_p():
@@ -83,7 +104,7 @@ def test_am_lfs_tau_is_piecewise_linear_and_may_exceed_p():
 
 
 def test_the_losses_figure_is_a_png_with_the_tau_region_marked(tmp_path):
-    runs = [am_lfs_run(0.1), fake_run("search_softmax_paper", {"a": 20.0})]
+    runs = [am_lfs_run(0.1), fake_run("search_softmax", {"s": 8.0, "m": 0.375})]
     refs = [fake_run("cosface", {"m": 0.35}), fake_run("arcface", {"m": 0.5})]
     path = rep.plot_losses(runs, refs, tmp_path / "losses.png", "test",
                            rep._colors(["am_lfs", "search_softmax", "cosface", "arcface"]), 6)

@@ -42,9 +42,15 @@ def test_the_shipped_spaces_cover_every_method_the_issue_names():
 
 
 def test_count_expands_a_parameter_into_bins():
+    # the margin form: one global scale s (log, [2, 64]) and one margin m_k per bin ([0, 0.6])
+    specs = config_mod.param_specs(config_mod.load("search_softmax_local"))
+    assert [s.name for s in specs] == ["s", "m_0", "m_1", "m_2", "m_3"]
+    assert (specs[0].log, specs[0].low, specs[0].high) == (True, 2.0, 64.0)
+    assert all(not s.log and (s.low, s.high) == (0.0, 0.6) for s in specs[1:])
+    # the paper's setting: s fixed, one factor A_k per bin, log scale on [1, 1000]
     specs = config_mod.param_specs(config_mod.load("search_softmax_local_paper"))
     assert [s.name for s in specs] == ["a_0", "a_1", "a_2", "a_3"]
-    assert all(s.log and s.low == 1.0 for s in specs)
+    assert all(s.log and (s.low, s.high) == (1.0, 1000.0) for s in specs)
 
 
 @pytest.mark.parametrize("text, field", [
@@ -76,7 +82,7 @@ def test_config_toml_round_trips(tmp_path):
 
 def test_search_writes_a_complete_run_folder(tmp_path):
     out = tmp_path / "run"
-    results = search("search_softmax_paper", epochs=3, candidates=3, seed=1, device="cpu", out=out)
+    results = search("search_softmax", epochs=3, candidates=3, seed=1, device="cpu", out=out)
     for name in ("config.toml", "manifest.json", "epochs.csv", "controller.csv",
                  "checkpoint.pt", "results.json", "discovered.toml"):
         assert (out / name).is_file(), name
@@ -87,8 +93,8 @@ def test_search_writes_a_complete_run_folder(tmp_path):
     # the chosen candidate is the one with the highest reward of its epoch
     for _, group in epochs.groupby("epoch"):
         assert group.loc[group["chosen"], "reward"].iloc[0] == group["reward"].max()
-    assert {"a", "reward", "train_loss", "status"} <= set(epochs.columns)
-    assert epochs["a"].between(1.0, 1000.0).all()
+    assert {"s", "m", "reward", "train_loss", "status"} <= set(epochs.columns)
+    assert epochs["s"].between(2.0, 64.0).all() and epochs["m"].between(0.0, 0.6).all()
     controller = pd.read_csv(out / "controller.csv")
     assert list(controller["epoch"]) == [0, 1, 2]
     manifest = json.loads((out / "manifest.json").read_text())
@@ -119,6 +125,18 @@ def test_the_test_split_is_used_once_after_the_search(tmp_path, monkeypatch):
                   and torch.equal(s.pairs, bench.test.pairs) and torch.equal(s.images, bench.test.images)]
     assert test_calls == [len(seen) - 1]
     assert len(seen) == 3
+
+
+def test_a_closed_set_benchmark_refuses_roc_auc_before_training(tmp_path):
+    # search_softmax rewards roc_auc, measured on open-set pairs only
+    assert config_mod.load("search_softmax")["reward"]["metric"] == "roc_auc"
+    out = tmp_path / "run"
+    with pytest.raises(ValueError) as info:
+        search("search_softmax", benchmark="digits-closed", epochs=1, candidates=2, device="cpu",
+               out=out)
+    message = str(info.value)
+    assert "\n" not in message and "reward.metric" in message and "accuracy" in message
+    assert not out.exists()  # refused before anything was written
 
 
 def test_discovered_schedule_replays_the_chosen_parameters(tmp_path):
