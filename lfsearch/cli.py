@@ -61,7 +61,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
                          candidates=args.candidates, seed=args.seed, device=args.device,
                          model=args.model, threads=args.threads, out=args.out,
                          resume=args.resume, force=args.force, progress=progress,
-                         dist_timeout=args.dist_timeout)
+                         dist_timeout=args.dist_timeout, test_benchmarks=args.test_benchmark)
     except RankFailure as exc:  # under torchrun: a rank died, hung or was stopped
         print(f"lfsearch: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
@@ -73,7 +73,48 @@ def _cmd_search(args: argparse.Namespace) -> int:
     metric = results["test_metric"]
     print(f"{results['method']} on {results['benchmark']}: test {metric} = "
           f"{results['test'][metric]:.4f} ({results['candidate_epochs']} candidate-epochs)")
+    for spec, entry in (results.get("test_benchmarks") or {}).items():
+        print(f"  test benchmark {spec}: " + _describe_test(entry))
     print(f"run folder: {results['run_dir']}")
+    return 0
+
+
+def _describe_test(entry: dict) -> str:
+    """'verification_accuracy = 0.9817 ± 0.0061, roc_auc = ...' or the benchmark's error."""
+    if "error" in entry:
+        return f"error: {entry['error']}"
+    m = entry["metrics"]
+
+    def fmt(key: str) -> str:
+        v = m.get(key)
+        return "n/a" if v is None else f"{v:.4f}"
+
+    text = f"{entry['metric']} = {fmt(entry['metric'])}"
+    if entry["metric"] == "verification_accuracy":
+        text += f" ± {fmt('verification_accuracy_std')}"
+    for key in ("roc_auc", "tar@far=1e-3", "rank1"):
+        if key in m:
+            text += f", {key} = {fmt(key)}"
+    return text
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from lfsearch import config as config_mod
+    from lfsearch.heldout import evaluate_run
+    from lfsearch.search import resolve_device
+
+    result = evaluate_run(args.run_dir, args.benchmark or [],
+                          device=resolve_device(args.device), seed=args.seed)
+    print(f"{result['method']} ({result['run_dir']}, trained on {result['training_benchmark']}, "
+          f"{result['epochs_done']} epochs):")
+    for spec, entry in result["benchmarks"].items():
+        print(f"  {spec}: {_describe_test(entry)}")
+    if args.out:
+        config_mod.atomic_write_text(args.out, json.dumps(result, indent=2, sort_keys=True)
+                                     + "\n")
+        print(f"written: {args.out}")
     return 0
 
 
@@ -107,7 +148,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         result = compare(benchmarks, spaces, seeds, out=args.out, epochs=args.epochs,
                          candidates=args.candidates, model=args.model, device=args.device,
                          threads=args.threads, metric=args.metric, force=args.force,
-                         progress=progress)
+                         progress=progress, test_benchmarks=args.test_benchmark)
     finally:
         if bar is not None:
             bar.close()
@@ -226,7 +267,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dist-timeout", type=float, metavar="SECONDS",
                    help="under torchrun: how long a collective, the rendezvous or a silent rank "
                    "may take before the run stops with an error (default 300)")
+    p.add_argument("--test-benchmark", action="append", metavar="SPEC",
+                   help="a benchmark to test the final model on, never searched on; repeatable; "
+                   "replaces the file's [test] benchmarks (e.g. bin:data/lfw.bin)")
     p.set_defaults(func=_cmd_search)
+
+    p = sub.add_parser(
+        "evaluate", help="test a run's final model on more benchmarks",
+        description="Load a run folder's checkpoint (the best candidate of its last completed "
+        "epoch) and test it on each --benchmark's test split, with the protocol of the main test "
+        "split: 10-fold verification accuracy +- std, ROC AUC, EER, TAR@FAR and rank-1 on pairs; "
+        "top-1 accuracy on closed-set benchmarks.")
+    p.add_argument("run_dir", help="a run folder written by lfsearch search")
+    p.add_argument("--benchmark", action="append", required=True, metavar="SPEC",
+                   help="benchmark spec, repeatable: lfw:DIR, bin:FILE (insightface .bin), "
+                   "folder:DIR, ...; images must match the model's size (add ?size=HxW)")
+    p.add_argument("--out", help="also write the results as JSON to this file")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="default auto: cuda if present")
+    p.add_argument("--seed", type=int, help="seed of the benchmarks' splits (default: the "
+                   "run's; lfw and bin have one fixed pair set)")
+    p.set_defaults(func=_cmd_evaluate)
     p = sub.add_parser(
         "compare", help="run every method x seed x benchmark and compare their test metrics",
         description="Run each search space (a method) with each seed on each benchmark, in "
@@ -252,6 +313,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "verification_accuracy or accuracy)")
     p.add_argument("--force", action="store_true", help="redo every run from scratch")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--test-benchmark", action="append", metavar="SPEC",
+                   help="a benchmark every run is tested on at the end, never searched on; "
+                   "repeatable; replaces the spaces' [test] benchmarks")
     p.set_defaults(func=_cmd_compare)
 
     p = sub.add_parser(

@@ -7,6 +7,7 @@ Layout of a compare folder::
       <benchmark>/<method>/seed<k>/   one run folder per run (see lfsearch.search)
       runs.csv                        one row per run: every test metric, compute, status
       table.csv, table.md             the comparison (below)
+      table_tests.csv                 the same comparison on each [test] benchmark (if any)
       compare.json                    the settings and the list of runs
 
 The table has one row per benchmark and method, over its n seeds x_1..x_n of the test metric:
@@ -24,7 +25,9 @@ plus the Wilcoxon signed-rank p-value of the same differences. Each method is te
 against `softmax` and against the best hand-crafted margin: the method with the highest
 mean among the fixed-controller methods other than softmax on that benchmark.
 The compute column is the training cost in candidate-epochs (epochs x candidates M), so a
-search is judged against baselines given the same budget.
+search is judged against baselines given the same budget. Test benchmarks ([test]
+benchmarks, lfsearch/heldout.py) get the same table, one block per test benchmark, from the
+runs.csv columns ``test[<spec>]/<metric>``.
 """
 
 from __future__ import annotations
@@ -177,6 +180,34 @@ def summarise(runs: pd.DataFrame, metric: str | None = None,
     return pd.DataFrame(rows)
 
 
+def test_benchmark_specs(runs: pd.DataFrame) -> list[str]:
+    """The [test] benchmarks found in runs.csv columns test[<spec>]/<metric>, in order."""
+    return list(dict.fromkeys(c[5:c.rindex("]:metric")] for c in runs.columns
+                              if c.startswith("test[") and c.endswith("]:metric")))
+
+
+def summarise_tests(runs: pd.DataFrame, metric: str | None = None,
+                    confidence: float = CONFIDENCE) -> pd.DataFrame:
+    """`summarise` on every test benchmark: the same rows (mean, CI, paired tests) for each
+    (training benchmark, test benchmark), with a test_benchmark column. Only the runs that
+    tested on it count (a run without it is not in its n)."""
+    frames = []
+    for spec in test_benchmark_specs(runs):
+        prefix = f"test[{spec}]"
+        have = runs[runs[f"{prefix}:metric"].notna()] if f"{prefix}:metric" in runs else runs[:0]
+        if have.empty:
+            continue
+        cols = {c: "test/" + c[len(prefix) + 1:] for c in have.columns
+                if c.startswith(prefix + "/")}
+        view = have.drop(columns=[c for c in have.columns if c.startswith("test/")])
+        view = view.rename(columns=cols).assign(test_metric=have[f"{prefix}:metric"])
+        key = metric if metric is not None and f"test/{metric}" in view else None
+        table = summarise(view, key, confidence)
+        table.insert(1, "test_benchmark", spec)
+        frames.append(table)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
 def _single_metric(group: pd.DataFrame, bench: str) -> str:
     metrics = sorted(set(group["test_metric"]))
     if len(metrics) != 1:
@@ -254,8 +285,19 @@ TABLE_NOTE = (
 )
 
 
-def table_markdown(summary: pd.DataFrame) -> str:
-    return markdown_table(display_table(summary)) + "\n" + TABLE_NOTE + "\n"
+def table_markdown(summary: pd.DataFrame, tests: pd.DataFrame | None = None) -> str:
+    text = markdown_table(display_table(summary)) + "\n" + TABLE_NOTE + "\n"
+    for spec, block in test_blocks(tests):
+        text += f"\n## Test benchmark {spec}\n\n" + markdown_table(display_table(block)) + "\n"
+    return text
+
+
+def test_blocks(tests: pd.DataFrame | None) -> list[tuple[str, pd.DataFrame]]:
+    """(test benchmark spec, its summarise rows) for every test benchmark of `tests`."""
+    if tests is None or tests.empty:
+        return []
+    return [(spec, block.drop(columns="test_benchmark"))
+            for spec, block in tests.groupby("test_benchmark", sort=False)]
 
 
 # ------------------------------------------------------------------------------------- runs
@@ -341,7 +383,8 @@ def plan(benchmarks: Sequence[str], spaces: Sequence[str], seeds: Sequence[int],
                              f"{', '.join(data.available())}")
     methods: dict[str, str] = {}
     for space in spaces:
-        cfg = config_mod.resolve(config_mod.load(space), **overrides)
+        for b in benchmarks:  # also checks [test] benchmarks against every training benchmark
+            cfg = config_mod.resolve(config_mod.load(space), benchmark=b, **overrides)
         name = cfg["method"]["name"]
         if name in methods:
             raise ValueError(f"--spaces: method {name!r} appears twice ({methods[name]} and "
@@ -439,6 +482,11 @@ def _read_run(folder: Path) -> dict[str, Any] | None:
                    if not manifest.get("resumed") else math.nan)
         for k, v in results["test"].items():
             row[f"test/{k}"] = math.nan if v is None else float(v)
+        for spec, entry in (results.get("test_benchmarks") or {}).items():
+            if "metrics" in entry:
+                row[f"test[{spec}]:metric"] = entry["metric"]
+                for k, v in entry["metrics"].items():
+                    row[f"test[{spec}]/{k}"] = math.nan if v is None else float(v)
         chosen = results.get("chosen_params") or []
         for k, v in (chosen[-1] if chosen else {}).items():
             row[f"final/{k}"] = v
@@ -465,12 +513,17 @@ def collect_runs(folders: Iterable[Path]) -> pd.DataFrame:
     return frame
 
 
-def write_tables(out: Path, runs: pd.DataFrame, summary: pd.DataFrame) -> dict[str, Path]:
-    """runs.csv, table.csv and table.md in `out`, each written atomically."""
+def write_tables(out: Path, runs: pd.DataFrame, summary: pd.DataFrame,
+                 tests: pd.DataFrame | None = None) -> dict[str, Path]:
+    """runs.csv, table.csv, table.md (and table_tests.csv with test benchmarks) in `out`,
+    each written atomically."""
     paths = {"runs": out / "runs.csv", "table": out / "table.csv", "markdown": out / "table.md"}
     config_mod.atomic_write_text(paths["runs"], runs.to_csv(index=False))
     config_mod.atomic_write_text(paths["table"], summary.to_csv(index=False))
-    config_mod.atomic_write_text(paths["markdown"], table_markdown(summary))
+    config_mod.atomic_write_text(paths["markdown"], table_markdown(summary, tests))
+    if tests is not None and not tests.empty:
+        paths["tests"] = out / "table_tests.csv"
+        config_mod.atomic_write_text(paths["tests"], tests.to_csv(index=False))
     return paths
 
 
@@ -478,19 +531,23 @@ def compare(benchmarks: Sequence[str], spaces: str | Sequence[str] = DEFAULT_SPA
             seeds: int | str | Sequence[int] = 5, *, out: str | os.PathLike | None = None,
             epochs: int | None = None, candidates: int | None = None, model: str | None = None,
             device: str | None = None, threads: int | None = None, metric: str | None = None,
-            force: bool = False, runs_dir: str | os.PathLike = "runs",
+            force: bool = False, test_benchmarks: Sequence[str] | None = None,
+            runs_dir: str | os.PathLike = "runs",
             progress: Callable[[CompareProgress], None] | None = None) -> dict[str, Any]:
     """Run every method x seed x benchmark (complete runs are skipped, interrupted ones resumed),
     then write runs.csv, table.csv, table.md and compare.json in `out`.
 
     Returns {"out", "runs" (DataFrame), "table" (DataFrame), "files", "done" (what happened to
-    each run: ran / resumed / skipped)}.
+    each run: ran / resumed / skipped)}. test_benchmarks replaces every space's [test]
+    benchmarks; "table_tests" (DataFrame) summarises them.
     """
     benchmarks = [benchmarks] if isinstance(benchmarks, str) else list(benchmarks)
     spaces = parse_spaces(spaces)
     seed_list = parse_seeds(seeds)
     overrides = {k: v for k, v in dict(epochs=epochs, candidates=candidates, model=model,
-                                       device=device, threads=threads).items() if v is not None}
+                                       device=device, threads=threads,
+                                       test_benchmarks=None if test_benchmarks is None
+                                       else list(test_benchmarks)).items() if v is not None}
     if out is None:
         out = Path(runs_dir) / ("compare-" + "-".join(safe_name(b) for b in benchmarks))
     out = Path(out)
@@ -518,14 +575,16 @@ def compare(benchmarks: Sequence[str], spaces: str | Sequence[str] = DEFAULT_SPA
         raise
     runs = collect_runs([s.out for s in specs])
     summary = summarise(runs, metric)
-    files = write_tables(out, runs, summary)
+    tests = summarise_tests(runs[runs["status"] == "complete"], metric)
+    files = write_tables(out, runs, summary, tests)
     settings = {"benchmarks": benchmarks, "spaces": spaces, "seeds": seed_list,
                 "overrides": overrides, "metric": metric,
                 "runs": [{"benchmark": s.benchmark, "method": s.method, "seed": s.seed,
                           "space": s.space, "dir": str(s.out.relative_to(out))} for s in specs]}
     files["compare"] = out / "compare.json"
     config_mod.atomic_write_text(files["compare"], json.dumps(settings, indent=2) + "\n")
-    return {"out": out, "runs": runs, "table": summary, "files": files, "done": done}
+    return {"out": out, "runs": runs, "table": summary, "table_tests": tests, "files": files,
+            "done": done}
 
 
 def _remove_empty_dirs(root: Path, keep_root: bool) -> None:

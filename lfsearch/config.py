@@ -13,6 +13,8 @@ the reward and the training defaults::
     [training]    benchmark, model, embedding_size, epochs, batch_size, optimizer, lr, ...
     [run]         seed, device
     [study]       optional: what `lfsearch study` varies ([study.params.<name>] low, high, ...)
+    [test]        optional: benchmarks = [specs] tested at the end, never searched on
+                  (lfsearch/heldout.py)
 
 `resolve` applies command-line overrides and returns a plain dict; `dump` writes that dict
 as a TOML file that `load` reads back unchanged, so a run's config.toml re-runs as is.
@@ -49,7 +51,8 @@ def _spaces_dir() -> Path:
 
 SPACES_DIR = _spaces_dir()
 
-SECTIONS = ("method", "loss", "controller", "reward", "training", "run", "study")
+SECTIONS = ("method", "loss", "controller", "reward", "training", "run", "study", "test")
+TEST_KEYS = {"benchmarks"}
 PARAM_KEYS = {"init", "low", "high", "log", "count"}
 METHOD_KEYS = {"name", "description"}
 REWARD_KEYS = {"metric", "validation", "pairs"}
@@ -60,7 +63,8 @@ REWARD_METRICS = ("auto", "verification_accuracy", "roc_auc", "cosine_gap", "ran
 VALIDATION_KEYS = {"benchmark", "weight"}
 RUN_KEYS = {"seed", "device", "threads"}
 OPTIMIZERS = ("sgd", "adam", "adamw")
-LR_SCHEDULES = ("constant", "cosine", "step")
+LR_SCHEDULES = ("constant", "cosine", "poly", "step")
+AMP_MODES = ("auto", "off", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 TRAINING_DEFAULTS: dict[str, Any] = {
     "benchmark": "digits",
@@ -75,6 +79,10 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "lr_schedule": "cosine",
     "lr_steps": [],
     "lr_gamma": 0.1,
+    "lr_power": 1.0,     # poly: lr·(1 − e/T)^power
+    "warmup_epochs": 0,  # linear warm-up epochs before any schedule
+    "augment": "auto",   # auto (the benchmark's) | none | flip | crop=P | crop=P,flip
+    "amp": "auto",       # auto (bf16 on CUDA) | off | bf16 | fp16 (GradScaler); CPU: always off
     "packing": "auto",   # auto | sequential | packed (auto: packed on CUDA, sequential on CPU)
     "compile": False,    # torch.compile the backbone (worth it on a GPU for long runs)
 }
@@ -120,12 +128,16 @@ def resolve(config: dict[str, Any], **overrides: Any) -> dict[str, Any]:
     source = config.get("_source", "<overrides>")
     sections = {"benchmark": "training", "model": "training", "epochs": "training",
                 "batch_size": "training", "embedding_size": "training", "lr": "training",
-                "candidates": "controller", "seed": "run", "device": "run", "threads": "run"}
+                "candidates": "controller", "seed": "run", "device": "run", "threads": "run",
+                "test_benchmarks": "test"}
     for key, value in overrides.items():
         if value is None:
             continue
         if key not in sections:
             raise ValueError(f"unknown override {key!r}; allowed: {', '.join(sections)}")
+        if key == "test_benchmarks":  # --test-benchmark: [test] benchmarks
+            config.setdefault("test", {})["benchmarks"] = list(value)
+            continue
         config[sections[key]][key] = value
     return validate(config, source=source)
 
@@ -182,6 +194,54 @@ def _check_keys(table: dict, allowed: set, source: str, where: str) -> None:
     if unknown:
         raise ValueError(f"{source}: unknown key {where}.{unknown[0]}; allowed keys in [{where}]: "
                          f"{', '.join(sorted(allowed))}")
+
+
+def normalise_spec(spec: str) -> tuple[str, str | None, tuple[tuple[str, str], ...]]:
+    """KIND[:PATH][?K=V&...] -> (kind in lower case, absolute path or None, sorted options)."""
+    text = spec.strip()
+    head, _, query = text.partition("?")
+    kind, sep, path = head.partition(":")
+    options = tuple(sorted(tuple(part.split("=", 1)) if "=" in part else (part, "")
+                           for part in query.split("&") if part))
+    absolute = os.path.realpath(os.path.expanduser(path)) if sep and path else None
+    return kind.strip().lower(), absolute, options
+
+
+def check_test_disjoint(tests: list[str], training: str, validations: list[str],
+                   source: str = "<config>") -> None:
+    """ValueError naming the first test benchmark that repeats another one, a validation
+    benchmark or the training benchmark (same normalised spec or same data path)."""
+    seen: dict[tuple, str] = {}
+    for i, spec in enumerate(tests):
+        key = normalise_spec(spec)
+        if key in seen:
+            raise ValueError(f"{source}: test.benchmarks[{i}] {spec!r} repeats {seen[key]!r}")
+        seen[key] = spec
+        others = [("training.benchmark", training)] + [
+            ("reward.validation benchmark", v) for v in validations]
+        for where, other in others:
+            o = normalise_spec(other)
+            if o == key or (key[1] is not None and o[1] == key[1]):
+                raise ValueError(
+                    f"{source}: test.benchmarks[{i}] {spec!r} reads the same data as "
+                    f"{where} {other!r}; a test benchmark must never be seen by the search "
+                    "(the training benchmark's own test split is always reported)")
+
+
+def _check_test(raw: Any, config: dict[str, Any], source: str) -> dict[str, Any]:
+    """[test] benchmarks: benchmark specs tested at the end, disjoint from what is searched."""
+    _require(isinstance(raw, dict), source, "[test]", "a table with benchmarks = [...]")
+    _check_keys(raw, TEST_KEYS, source, "test")
+    specs = raw.get("benchmarks", [])
+    _require(isinstance(specs, list) and all(isinstance(s, str) and s.strip() and s != "main"
+                                             for s in specs), source, "test.benchmarks",
+             "a list of benchmark specs such as \"bin:data/lfw.bin\" or \"lfw:DIR\" "
+             "(the training benchmark's own test split is always reported)")
+    training = config["training"]["benchmark"]
+    validations = [training if v["benchmark"] == "main" else v["benchmark"]
+                   for v in config["reward"]["validation"]]
+    check_test_disjoint(specs, training, validations, source)
+    return {"benchmarks": list(specs)}
 
 
 def validate(raw: dict[str, Any], source: str = "<config>") -> dict[str, Any]:
@@ -268,13 +328,29 @@ def validate(raw: dict[str, Any], source: str = "<config>") -> dict[str, Any]:
     for key in ("lr",):
         _require(isinstance(training[key], (int, float)) and training[key] > 0, source,
                  f"training.{key}", f"a number > 0 (got {training[key]!r})")
-    for key in ("momentum", "weight_decay", "lr_gamma"):
+    for key in ("momentum", "weight_decay", "lr_gamma", "lr_power"):
         _require(isinstance(training[key], (int, float)) and training[key] >= 0, source,
                  f"training.{key}", f"a number >= 0 (got {training[key]!r})")
     _require(training["optimizer"] in OPTIMIZERS, source, "training.optimizer",
              f"one of {', '.join(OPTIMIZERS)} (got {training['optimizer']!r})")
     _require(training["lr_schedule"] in LR_SCHEDULES, source, "training.lr_schedule",
              f"one of {', '.join(LR_SCHEDULES)} (got {training['lr_schedule']!r})")
+    w = training["warmup_epochs"]
+    _require(isinstance(w, int) and not isinstance(w, bool) and 0 <= w < training["epochs"],
+             source, "training.warmup_epochs",
+             f"an integer in [0, epochs) = [0, {training['epochs']}) (got {w!r})")
+    _require(training["amp"] in AMP_MODES, source, "training.amp",
+             f"one of {', '.join(AMP_MODES)} (got {training['amp']!r})")
+    _require(isinstance(training["augment"], str), source, "training.augment",
+             "auto, none, flip, crop=P or crop=P,flip")
+    if training["augment"] != "auto":
+        from lfsearch import data
+
+        try:
+            data.parse_augment(training["augment"])
+        except ValueError:
+            _require(False, source, "training.augment", "auto (the benchmark's own), none, "
+                     f"flip, crop=P or crop=P,flip (got {training['augment']!r})")
     _require(training["packing"] in ("auto", "sequential", "packed"), source, "training.packing",
              f"one of auto, sequential, packed (got {training['packing']!r})")
     _require(isinstance(training["compile"], bool), source, "training.compile",
@@ -293,6 +369,9 @@ def validate(raw: dict[str, Any], source: str = "<config>") -> dict[str, Any]:
     _require(run["device"] in DEVICES, source, "run.device",
              f"one of {', '.join(DEVICES)} (got {run['device']!r})")
     config["run"] = run
+
+    if "test" in raw:
+        config["test"] = _check_test(raw["test"], config, source)
 
     # Build the controller and the loss once, so unknown settings or out-of-range values
     # are reported now, naming the file, rather than mid-run.

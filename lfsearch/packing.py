@@ -53,6 +53,7 @@ from lfsearch import data, population
 from lfsearch.population import CandidateResult, Trainee, Validation
 
 MODES = ("auto", "sequential", "packed")
+AMP_MODES = ("auto", "off", "bf16", "fp16")
 #: Optimisers whose update is element-wise, so that one stacked step is M independent steps.
 ELEMENTWISE_OPTIMIZERS = (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW)
 _STEP_KEYS = ("step",)  # optimiser state shared by every element (a scalar), never stacked
@@ -73,10 +74,17 @@ class Accel:
     compile: bool = False
 
     @staticmethod
-    def for_device(device: torch.device | str, *, compile: bool = False) -> "Accel":
-        """bf16 autocast and channels_last on CUDA; nothing on CPU (where neither pays)."""
+    def for_device(device: torch.device | str, *, compile: bool = False,
+                   amp: str = "auto") -> "Accel":
+        """On CUDA: channels_last and autocast by `amp` ([training] amp): auto and bf16 ->
+        bfloat16, fp16 -> float16 (with a GradScaler, sequential path only), off -> none.
+        On CPU: no autocast whatever `amp` says (mixed precision is for GPUs here)."""
+        if amp not in AMP_MODES:
+            raise ValueError(f"training.amp {amp!r} is not known; allowed: {', '.join(AMP_MODES)}")
         if torch.device(device).type == "cuda":
-            return Accel(autocast=torch.bfloat16, channels_last=True, compile=compile)
+            dtype = {"auto": torch.bfloat16, "bf16": torch.bfloat16, "fp16": torch.float16,
+                     "off": None}[amp]
+            return Accel(autocast=dtype, channels_last=True, compile=compile)
         return Accel(compile=compile)
 
 
@@ -140,6 +148,10 @@ class PackedPopulation:
 
     def __init__(self, trainee: Trainee, start: dict[str, Any] | list[dict[str, Any]],
                  params: list[dict[str, float]], *, lr: float, accel: Accel = Accel()) -> None:
+        if accel.autocast == torch.float16:
+            raise ValueError("training.amp = 'fp16' needs training.packing = 'sequential' (its "
+                             "GradScaler would skip every candidate's step when one overflows); "
+                             "use amp = 'bf16' to pack")
         if not isinstance(trainee.optimizer, ELEMENTWISE_OPTIMIZERS):
             raise ValueError(f"packed training needs an element-wise optimiser; got "
                              f"{type(trainee.optimizer).__name__} (allowed: sgd, adam, adamw); "
@@ -388,12 +400,15 @@ def run_epoch(mode: str, trainee: Trainee, start: dict[str, Any] | list[dict[str
     with the keyword arguments of `population.run_epoch_sequential`.
 
     `accel` (default `Accel.for_device`: bf16 autocast + channels_last on CUDA, nothing on
-    CPU) applies to both paths, so that their timings compare like with like."""
+    CPU) applies to both paths, so that their timings compare like with like; with fp16
+    autocast, "auto" trains sequentially."""
     device = train.images.device
     accel = Accel.for_device(device) if accel is None else accel
     kwargs = dict(train=train, validations=validations, batch_size=batch_size, lr=lr,
                   data_seed=data_seed, candidate_seeds=candidate_seeds, augment=augment,
                   on_candidate=on_candidate, keep_all=keep_all)
+    if mode == "auto" and accel.autocast == torch.float16:
+        mode = "sequential"  # fp16's GradScaler is per candidate: see PackedPopulation
     if resolve_mode(mode, device) == "packed":
         return run_epoch_packed(trainee, start, params, accel=accel, **kwargs)
     if accel.channels_last:

@@ -55,21 +55,29 @@ class CandidateResult:
 
 @dataclass
 class Trainee:
-    """The modules a candidate trains: a backbone, a loss with its head, an optimiser over both."""
+    """The modules a candidate trains: a backbone, a loss with its head, an optimiser over both,
+    and with fp16 mixed precision the GradScaler, whose loss scale is part of the state (so
+    every candidate starts from the chosen one's scale, and resume continues it)."""
 
     model: torch.nn.Module
     loss: torch.nn.Module
     optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler | None = None
 
     def state(self) -> dict[str, Any]:
         """A deep copy of the current state, safe to keep while training goes on."""
-        return copy.deepcopy({"model": self.model.state_dict(), "loss": self.loss.state_dict(),
-                              "optimizer": self.optimizer.state_dict()})
+        state = {"model": self.model.state_dict(), "loss": self.loss.state_dict(),
+                 "optimizer": self.optimizer.state_dict()}
+        if self.scaler is not None:
+            state["scaler"] = self.scaler.state_dict()
+        return copy.deepcopy(state)
 
     def load(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.loss.load_state_dict(state["loss"])
         self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
+        if self.scaler is not None and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
 
 
 def make_optimizer(name: str, parameters, *, lr: float, momentum: float,
@@ -85,18 +93,33 @@ def make_optimizer(name: str, parameters, *, lr: float, momentum: float,
 
 
 def learning_rate(epoch: int, *, base: float, epochs: int, schedule: str,
-                  steps: list[int] | tuple[int, ...] = (), gamma: float = 0.1) -> float:
+                  steps: list[int] | tuple[int, ...] = (), gamma: float = 0.1,
+                  power: float = 1.0, warmup_epochs: int = 0) -> float:
     """The learning rate of a 0-based epoch.
 
-    constant: base; cosine: base·(1 + cos(π·epoch/epochs))/2; step: base·γ^(#steps ≤ epoch).
+    Warm-up (W = warmup_epochs): base·(epoch + 1)/(W + 1) for epoch < W. After it, with
+    e = epoch − W and T = epochs − W: constant: base; cosine: base·(1 + cos(π·e/T))/2;
+    poly: base·(1 − e/T)^power (insightface's PolynomialLRWarmup, taken per epoch;
+    power 1 is its default, linear decay); step: base·γ^(#steps ≤ epoch) (absolute epochs).
     """
+    if epoch < warmup_epochs:
+        return base * (epoch + 1) / (warmup_epochs + 1)
+    e, t = epoch - warmup_epochs, max(epochs - warmup_epochs, 1)
     if schedule == "constant":
         return base
     if schedule == "cosine":
-        return base * 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
+        return base * 0.5 * (1.0 + math.cos(math.pi * e / t))
+    if schedule == "poly":
+        return base * max(1.0 - e / t, 0.0) ** power
     if schedule == "step":
         return base * gamma ** sum(1 for s in steps if epoch >= s)
-    raise ValueError(f"lr_schedule {schedule!r} is not known; allowed: constant, cosine, step")
+    raise ValueError(f"lr_schedule {schedule!r} is not known; allowed: constant, cosine, poly, "
+                     "step")
+
+
+def make_grad_scaler(device: torch.device | str) -> torch.amp.GradScaler:
+    """fp16 loss scaling: initial scale 2^16, halved on overflow, doubled after 100 good steps."""
+    return torch.amp.GradScaler(torch.device(device).type, growth_interval=100)
 
 
 def train_one_epoch(trainee: Trainee, train: data.LabelledImages, *, batch_size: int,
@@ -104,7 +127,10 @@ def train_one_epoch(trainee: Trainee, train: data.LabelledImages, *, batch_size:
                     autocast_dtype: torch.dtype | None = None) -> tuple[float, str]:
     """Train one epoch; returns (mean training loss, status). Stops at the first non-finite loss.
 
-    autocast_dtype (e.g. torch.bfloat16 on a GPU): forward and loss under torch.autocast."""
+    autocast_dtype (e.g. torch.bfloat16 on a GPU): forward and loss under torch.autocast.
+    torch.float16 adds loss scaling with the trainee's GradScaler (one is made when it has
+    none; growth every 100 steps as insightface): the loss is scaled before backward, and a
+    step whose gradients overflow is skipped while the scale halves."""
     for group in trainee.optimizer.param_groups:
         group["lr"] = lr
     trainee.model.train()
@@ -113,6 +139,9 @@ def train_one_epoch(trainee: Trainee, train: data.LabelledImages, *, batch_size:
     # Drop the last short batch (a batch of one breaks train-mode BatchNorm) unless the
     # whole split is smaller than one batch.
     drop_last = len(train) > batch_size
+    if autocast_dtype == torch.float16 and trainee.scaler is None:
+        trainee.scaler = make_grad_scaler(train.images.device)
+    scaler = trainee.scaler if autocast_dtype == torch.float16 else None
     for images, labels in data.batches(train, batch_size, generator=generator, augment=augment,
                                        drop_last=drop_last):
         with torch.autocast(images.device.type, dtype=autocast_dtype,
@@ -127,8 +156,13 @@ def train_one_epoch(trainee: Trainee, train: data.LabelledImages, *, batch_size:
         if not torch.isfinite(value):
             return float("nan"), "diverged"
         trainee.optimizer.zero_grad(set_to_none=True)
-        value.backward()
-        trainee.optimizer.step()
+        if scaler is not None:
+            scaler.scale(value).backward()
+            scaler.step(trainee.optimizer)
+            scaler.update()
+        else:
+            value.backward()
+            trainee.optimizer.step()
         total += float(value.detach()) * len(labels)
         count += len(labels)
     return total / max(count, 1), "ok"

@@ -797,6 +797,22 @@ def _fmt(v: Any) -> str:
 
 
 # ------------------------------------------------------------------------------ run report
+def test_benchmarks_table(entries: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """One row per test benchmark: its main metric, the verification metrics, or its error."""
+    keys = ("verification_accuracy", "verification_accuracy_std", "roc_auc", "eer",
+            "tar@far=1e-3", "rank1", "accuracy")
+    rows = []
+    for spec, entry in entries.items():
+        if "error" in entry:
+            rows.append({"benchmark": spec, "metric": "error: " + entry["error"]})
+            continue
+        m = entry["metrics"]
+        rows.append({"benchmark": spec, "metric": entry["metric"],
+                     **{k: _fmt(math.nan if m[k] is None else float(m[k]))
+                        for k in keys if k in m}})
+    return pd.DataFrame(rows).fillna("–")
+
+
 def run_report(folder: Path, *, roc: bool = True) -> dict[str, Any]:
     """report.md / report.html and figures for one run folder."""
     run = load_run(folder)
@@ -822,6 +838,11 @@ def run_report(folder: Path, *, roc: bool = True) -> dict[str, Any]:
         doc.table(pd.DataFrame([{"metric": k, "value": _fmt(float(v) if v is not None else
                                                             math.nan)}
                                 for k, v in res["test"].items()]))
+        if res.get("test_benchmarks"):
+            doc.heading(2, "Test benchmarks")
+            doc.para("Each [test] benchmark's test split, measured once with the final model; "
+                     "none of them was seen by the search.")
+            doc.table(test_benchmarks_table(res["test_benchmarks"]))
     if not run.epochs.empty and run.specs:
         chosen = run.epochs[run.epochs["chosen"]]
         doc.heading(2, "Chosen loss parameters per epoch")
@@ -885,8 +906,9 @@ def compare_report(folder: Path, *, roc: bool = True) -> dict[str, Any]:
     metric = settings.get("metric")
     complete = runs_frame[runs_frame["status"] == "complete"]
     summary = compare_mod.summarise(complete, metric) if not complete.empty else pd.DataFrame()
+    tests = compare_mod.summarise_tests(complete, metric) if not complete.empty else None
     if not summary.empty:
-        compare_mod.write_tables(folder, runs_frame, summary)
+        compare_mod.write_tables(folder, runs_frame, summary, tests)
     runs = [load_run(d) for d in dirs]
     methods = list(dict.fromkeys(r.method for r in runs))
     colors = _colors(methods)
@@ -915,6 +937,11 @@ def compare_report(folder: Path, *, roc: bool = True) -> dict[str, Any]:
         doc.figure(p, "Test metric per method: bar = mean over seeds, error bar = 95% CI, dots = "
                       "seeds; under each name the training compute in candidate-epochs.")
         figures.append(p)
+    for spec, block in compare_mod.test_blocks(tests):
+        doc.heading(2, f"Test benchmark {spec}")
+        doc.para("The final models of the runs above, tested once on this benchmark's test "
+                 "split (a [test] benchmark: never seen by the search).")
+        doc.table(compare_mod.display_table(block), compare_mod.TABLE_NOTE)
     for bench in benches:
         b_runs = [r for r in runs if r.benchmark == bench]
         tag = compare_mod.safe_name(bench)
@@ -986,11 +1013,15 @@ def compare_report(folder: Path, *, roc: bool = True) -> dict[str, Any]:
         cols = [c for c in ("test/verification_accuracy", "test/accuracy", "test/roc_auc",
                             "test/eer", "test/tar@far=1e-2") if c in complete]
         finals = [c for c in complete.columns if c.startswith("final/")][:4]
+        for spec in compare_mod.test_benchmark_specs(complete):  # each one's main metric
+            names = complete[f"test[{spec}]:metric"].dropna()
+            if not names.empty and f"test[{spec}]/{names.iloc[0]}" in complete:
+                cols.append(f"test[{spec}]/{names.iloc[0]}")
         table = complete[["benchmark", "method", "seed", "candidate_epochs", *cols, *finals]]
         if "seconds" in complete:
             table = table.assign(seconds=complete["seconds"])
-        table = table.rename(columns=lambda c: c.replace("test/", "").replace("final/",
-                                                                                "final "))
+        table = table.rename(columns=lambda c: c[5:] if c.startswith("test/") else
+                             "final " + c[6:] if c.startswith("final/") else c)
         doc.table(table.map(_fmt))
     figures = [f for f in figures if f is not None]
     written = _write_document(doc, folder, title)

@@ -47,8 +47,8 @@ import torch
 import lfsearch
 from lfsearch import config as config_mod
 from lfsearch import checkpoint as checkpoint_mod
-from lfsearch import (controllers, data, distributed, evaluate, losses, models, overlap, packing,
-                      paths, population, validation_pairs)
+from lfsearch import (controllers, data, distributed, evaluate, heldout, losses, models, overlap,
+                      packing, paths, population, validation_pairs)
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +185,18 @@ class Search:
         self.candidates = config["controller"]["candidates"]
         self.interval = config["controller"].get("interval", 1)
         self.epochs = training["epochs"]
+        self.augment = (self.benchmark.augment if training["augment"] == "auto"
+                        else training["augment"])
+        self.accel = packing.Accel.for_device(self.device, compile=training["compile"],
+                                              amp=training["amp"])
+        if self.device.type != "cuda" and training["amp"] in ("bf16", "fp16"):
+            log.warning("training.amp = %r applies on CUDA only; training in float32 on %s",
+                        training["amp"], self.device)
+        self.test_benchmarks = config.get("test", {}).get("benchmarks", [])
+        for spec in self.test_benchmarks:  # a missing file fails now, not after the search
+            _kind, path, _options = config_mod.normalise_spec(spec)
+            if path is not None and not os.path.exists(path):
+                raise FileNotFoundError(f"test.benchmarks: {spec!r}: {path} does not exist")
         self._ready: tuple[Any, ...] | None = None
 
     def preflight(self, *, resume: bool = False) -> None:
@@ -244,7 +256,9 @@ class Search:
         optimizer = population.make_optimizer(
             training["optimizer"], list(model.parameters()) + list(loss.parameters()),
             lr=training["lr"], momentum=training["momentum"], weight_decay=training["weight_decay"])
-        return population.Trainee(model, loss, optimizer)
+        scaler = (population.make_grad_scaler(self.device)
+                  if self.accel.autocast == torch.float16 else None)
+        return population.Trainee(model, loss, optimizer, scaler)
 
     def build_controller(self) -> Any:
         c = self.config["controller"]
@@ -256,7 +270,8 @@ class Search:
         t = self.config["training"]
         return population.learning_rate(epoch, base=t["lr"], epochs=t["epochs"],
                                         schedule=t["lr_schedule"], steps=t["lr_steps"],
-                                        gamma=t["lr_gamma"])
+                                        gamma=t["lr_gamma"], power=t["lr_power"],
+                                        warmup_epochs=t["warmup_epochs"])
 
     def run_epoch(self, trainee: population.Trainee, start: Any, epoch: int,
                   params: list[dict[str, float]], on_candidate,
@@ -271,12 +286,12 @@ class Search:
             own = start if isinstance(start, dict) else [start[i] for i in indices]
             return packing.run_epoch(
                 training["packing"], trainee, own, [params[i] for i in indices],
-                accel=packing.Accel.for_device(self.device, compile=training["compile"]),
+                accel=self.accel,
                 train=self.benchmark.train,
                 validations=self.validations, batch_size=self.config["training"]["batch_size"],
                 lr=self.lr_at(epoch), data_seed=derive_seed(self.seed, "data", epoch),
                 candidate_seeds=[derive_seed(self.seed, "candidate", epoch, i) for i in indices],
-                augment=self.benchmark.augment, on_candidate=on_candidate, keep_all=keep_all)
+                augment=self.augment, on_candidate=on_candidate, keep_all=keep_all)
 
         if self.group is not None:
             return distributed.run_epoch(self.group, train, len(params), self.device,
@@ -411,7 +426,21 @@ class Search:
             "test": {k: (float(v) if math.isfinite(float(v)) else None) for k, v in metrics.items()},
             "final_validation_reward": chosen[-1]["reward"] if chosen else None,
             "chosen_params": [{s.name: r[s.name] for s in self.specs} for r in chosen],
+            **({"test_benchmarks": self._test_benchmarks(trainee)}
+               if self.test_benchmarks else {}),
         }
+
+    def _test_benchmarks(self, trainee: population.Trainee) -> dict[str, Any]:
+        """[test] benchmarks: each one's metrics, or the error that stopped it (the run keeps
+        its results; `lfsearch evaluate` can test it again)."""
+        out = heldout.evaluate_benchmarks(
+            trainee.model, trainee.loss, self.test_benchmarks, seed=self.seed,
+            device=self.device, image_shape=(self.benchmark.in_channels,
+                                             *self.benchmark.image_size), keep_going=True)
+        for spec, entry in out.items():
+            if "error" in entry:
+                log.warning("test benchmark %s failed: %s", spec, entry["error"])
+        return out
 
     def _write_discovered(self, rows: list[dict[str, Any]]) -> None:
         """The chosen parameters per epoch as a schedule the fixed controller replays."""
@@ -440,6 +469,15 @@ class Search:
             "cpu_threads": torch.get_num_threads(),
             "method": self.config["method"]["name"], "benchmark": self.config["training"]["benchmark"],
             "model": self.model_name, "started": now, "now": now,
+            # what `lfsearch evaluate` rebuilds the backbone from (lfsearch/heldout.py)
+            "backbone": {"name": self.model_name,
+                         "embedding_size": self.config["training"]["embedding_size"],
+                         "in_channels": self.benchmark.in_channels,
+                         "image_size": list(self.benchmark.image_size),
+                         "num_classes": self.benchmark.num_classes},
+            "autocast": str(self.accel.autocast).replace("torch.", "") if self.accel.autocast
+            else "off", "augment": self.augment,
+            **({"test_benchmarks": list(self.test_benchmarks)} if self.test_benchmarks else {}),
             **({"distributed": self.group.describe()} if self.group is not None else {}),
         }
 
@@ -465,17 +503,20 @@ def search(space: str | os.PathLike, *, benchmark: str | None = None, epochs: in
            model: str | None = None, out: str | os.PathLike | None = None, resume: bool = False,
            force: bool = False, threads: int | None = None, runs_dir: str | os.PathLike = "runs",
            progress: Callable[[Progress], None] | None = None,
-           dist_timeout: float | None = None) -> dict[str, Any]:
+           dist_timeout: float | None = None,
+           test_benchmarks: list[str] | None = None) -> dict[str, Any]:
     """Run a search described by a search-space file (a path or a name in search_spaces/).
 
     Returns the run's results (also written to <out>/results.json). With resume=True the run
     folder's own config.toml is used and the run continues after its last completed epoch.
     Under torchrun the ranks share each epoch's candidates (lfsearch.distributed; collectives
     time out after dist_timeout seconds); rank 0 reads the configuration and writes the run
-    folder, the other ranks return {"rank": r, "run_dir": ...}.
+    folder, the other ranks return {"rank": r, "run_dir": ...}. test_benchmarks replaces the
+    file's [test] benchmarks (tested at the end, never searched on: lfsearch/heldout.py).
     """
     overrides = dict(benchmark=benchmark, epochs=epochs, candidates=candidates, seed=seed,
-                     device=device, model=model, threads=threads)
+                     device=device, model=model, threads=threads,
+                     test_benchmarks=test_benchmarks)
 
     def prepare() -> tuple[dict[str, Any], Path]:
         nonlocal out
