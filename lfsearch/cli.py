@@ -112,7 +112,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     for spec, entry in result["benchmarks"].items():
         print(f"  {spec}: {_describe_test(entry)}")
     if args.out:
-        config_mod.atomic_write_text(args.out, json.dumps(result, indent=2, sort_keys=True)
+        config_mod.atomic_write_text(args.out, json.dumps(result, indent=2)
                                      + "\n")
         print(f"written: {args.out}")
     return 0
