@@ -1,4 +1,5 @@
-"""Held-out test benchmarks: benchmarks a run is tested on at the end and never searched on.
+"""Held-out test benchmarks: benchmarks a run is tested on at the end and never searched on
+(docs/face_recognition.md).
 
 A space file's ``[test] benchmarks = ["bin:data/lfw.bin", "bin:data/cfp_fp.bin", ...]`` names
 them; the search trains and rewards on the training and validation benchmarks only, then
@@ -60,7 +61,8 @@ def metric_of(split: Any) -> str:
         else "accuracy"
 
 
-def evaluate_benchmarks(model: torch.nn.Module, loss: torch.nn.Module, specs: list[str], *, seed: int,
+def evaluate_benchmarks(model: torch.nn.Module, loss: torch.nn.Module, specs: list[str], *,
+                        seed: int,
                device: torch.device | str, image_shape: tuple[int, int, int],
                keep_going: bool = False) -> dict[str, dict[str, Any]]:
     """{spec: {"metric": main metric name, "metrics": {...}}} for every benchmark in `specs`.

@@ -347,8 +347,8 @@ def build(name: str, embedding_size: int | None = None, in_channels: int | None 
           embedding_bn: bool | None = None) -> EmbeddingNet:
     """Build model `name`; arguments left None take the model's defaults (digits_net: 32, 1,
     8x8; lsoftmax_mnist: 256, 1, 28x28; lsoftmax_cifar10: 256, 3, 32x32; lsoftmax_cifar100:
-    512, 3, 32x32; resnet20: 64, 3, 32x32; face_cnn: 128, 3, 112x112, BN on the embedding; iresnet* and
-    mobilefacenet: 512, 3, 112x112, BN on the embedding)."""
+    512, 3, 32x32; resnet20: 64, 3, 32x32; face_cnn: 128, 3, 112x112, BN on the embedding;
+    iresnet* and mobilefacenet: 512, 3, 112x112, BN on the embedding)."""
     if name not in _MODELS:
         raise ValueError(f"model {name!r} is not known; allowed: {', '.join(available())}")
     ctor, defaults = _MODELS[name]
