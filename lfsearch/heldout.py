@@ -62,9 +62,9 @@ def metric_of(split: Any) -> str:
 
 
 def evaluate_benchmarks(model: torch.nn.Module, loss: torch.nn.Module, specs: list[str], *,
-                        seed: int,
-               device: torch.device | str, image_shape: tuple[int, int, int],
-               keep_going: bool = False) -> dict[str, dict[str, Any]]:
+                        seed: int, device: torch.device | str,
+                        image_shape: tuple[int, int, int],
+                        keep_going: bool = False) -> dict[str, dict[str, Any]]:
     """{spec: {"metric": main metric name, "metrics": {...}}} for every benchmark in `specs`.
 
     keep_going (end of a search): a benchmark that fails to load or evaluate is recorded as
