@@ -140,7 +140,7 @@ def train_one_epoch(trainee: Trainee, train: data.LabelledImages, *, batch_size:
     # whole split is smaller than one batch.
     drop_last = len(train) > batch_size
     if autocast_dtype == torch.float16 and trainee.scaler is None:
-        trainee.scaler = make_grad_scaler(train.images.device)
+        trainee.scaler = make_grad_scaler(train.device)
     scaler = trainee.scaler if autocast_dtype == torch.float16 else None
     for images, labels in data.batches(train, batch_size, generator=generator, augment=augment,
                                        drop_last=drop_last):

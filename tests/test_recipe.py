@@ -70,7 +70,7 @@ def one_batch_trainee(seed=0):
 
 def one_step(trainee, dtype):
     b = data.load("digits")
-    train = data.LabelledImages(b.train.images[:64], b.train.labels[:64])
+    train = b.train.subset(slice(0, 64))
     before = torch.cat([p.detach().flatten().clone() for p in trainee.model.parameters()])
     population.train_one_epoch(trainee, train, batch_size=64,
                                generator=torch.Generator().manual_seed(0), lr=0.1,
