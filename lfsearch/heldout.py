@@ -7,11 +7,13 @@ tests the final model on its own test split and on each of these (`evaluate_benc
 `results.json` keeps every one's metrics under ``test_benchmarks``. `lfsearch evaluate RUN
 --benchmark SPEC` tests a finished run on more of them later (`evaluate_run`).
 
-"Never seen by the search" is checked when the space file is read
-(lfsearch.config.check_test_disjoint): a test benchmark may not be a
-validation benchmark or the training benchmark, compared by their normalised spec (kind,
-absolute path, sorted options) and by the data path alone (the same file or folder read with
-other options is the same images).
+"Never seen by the search" is checked twice. When the space file is read
+(lfsearch.config.check_test_disjoint), a test benchmark may not be a validation benchmark or
+the training benchmark, compared by their normalised spec (kind, absolute path, sorted
+options) and by the data path alone (the same file or folder read with other options is the
+same images). At the end of a search, a test benchmark whose images are byte for byte images
+of the training or a validation split (lfsearch.overlap: the same files under another path)
+is not tested and gets an error entry instead.
 
 Metrics are those of the main test split (lfsearch.evaluate.evaluate): on pairs, 10-fold
 verification accuracy and its std, ROC AUC, EER, TAR@FAR and rank-1 where the split has
@@ -30,7 +32,7 @@ from typing import Any
 import torch
 
 from lfsearch import config as config_mod
-from lfsearch import evaluate
+from lfsearch import evaluate, overlap
 
 
 def _finite(metrics: dict[str, float]) -> dict[str, float | None]:
@@ -63,17 +65,26 @@ def metric_of(split: Any) -> str:
 
 def evaluate_benchmarks(model: torch.nn.Module, loss: torch.nn.Module, specs: list[str], *,
                         seed: int, device: torch.device | str,
-                        image_shape: tuple[int, int, int],
-                        keep_going: bool = False) -> dict[str, dict[str, Any]]:
+                        image_shape: tuple[int, int, int], keep_going: bool = False,
+                        seen: list[tuple[str, torch.Tensor]] = ()) -> dict[str, dict[str, Any]]:
     """{spec: {"metric": main metric name, "metrics": {...}}} for every benchmark in `specs`.
 
     keep_going (end of a search): a benchmark that fails to load or evaluate is recorded as
     {"error": "..."} and the others still run, so a long run keeps its results; otherwise the
-    first failure raises."""
+    first failure raises. seen: (name, images) the search trained or was rewarded on; a
+    benchmark sharing any image with them is refused (ValueError)."""
     out: dict[str, dict[str, Any]] = {}
+    seen_hashes = [(name, tuple(images.shape[1:]), overlap.image_hashes(images))
+                   for name, images in seen]  # hashed once for every benchmark
     for spec in specs:
         try:
             split = load_test_split(spec, seed=seed, device=device, image_shape=image_shape)
+            hashes = overlap.image_hashes(split.images) if seen_hashes else set()
+            for name, shape, known in seen_hashes:
+                shared = len(hashes & known) if shape == tuple(split.images.shape[1:]) else 0
+                if shared:
+                    raise ValueError(f"test benchmark {spec!r} shares {shared} of its images "
+                                     f"with the {name} split the search used; it is not tested")
             metrics = evaluate.evaluate(model, loss, split)
             out[spec] = {"metric": metric_of(split), "metrics": _finite(metrics)}
         except (ValueError, FileNotFoundError, NotADirectoryError, OSError) as exc:

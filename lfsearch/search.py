@@ -436,7 +436,10 @@ class Search:
         out = heldout.evaluate_benchmarks(
             trainee.model, trainee.loss, self.test_benchmarks, seed=self.seed,
             device=self.device, image_shape=(self.benchmark.in_channels,
-                                             *self.benchmark.image_size), keep_going=True)
+                                             *self.benchmark.image_size), keep_going=True,
+            seen=[(name, images) for name, images in
+                  [("training", getattr(self.benchmark.train, "images", None))]
+                  + [(v.name, v.split.images) for v in self.validations] if images is not None])
         for spec, entry in out.items():
             if "error" in entry:
                 log.warning("test benchmark %s failed: %s", spec, entry["error"])

@@ -208,3 +208,28 @@ def test_compare_report_shows_every_test_benchmark(compare_dir):
     text = report(out, roc=False)["markdown"].read_text()
     assert all(f"## Test benchmark {spec}" in text for spec in tests)
     assert text.count("digits.bin") >= 2  # its table, and its column in the runs table
+
+
+def test_a_test_benchmark_holding_validation_images_is_not_tested(tmp_path):
+    # a .bin of the digits benchmark's own validation images (exact pixels, lossless PNG):
+    # its spec and path differ from everything the search uses, its content does not
+    import pickle
+
+    from heldout_data import png
+
+    from lfsearch import data
+
+    val = data.load("digits", seed=5).val
+    blobs = [png(img[0].numpy()) for img in val.images[:40]]
+    with open(tmp_path / "copy.bin", "wb") as f:
+        pickle.dump((blobs, [i % 2 == 0 for i in range(20)]), f)
+    clean = tmp_path / "clean.bin"
+    write_bin(clean, n_pairs=20)  # digits rescaled to 0..255: other bytes
+    copy_spec, clean_spec = (f"bin:{tmp_path / 'copy.bin'}?channels=1",
+                             f"bin:{clean}?channels=1")
+    results = search("softmax", epochs=1, seed=5, device="cpu", out=tmp_path / "run",
+                     test_benchmarks=[copy_spec, clean_spec])
+    entry = results["test_benchmarks"][copy_spec]
+    assert "metrics" not in entry
+    assert "shares 40 of its images with the val split" in entry["error"]
+    assert results["test_benchmarks"][clean_spec]["metrics"]["pairs"] == 20
