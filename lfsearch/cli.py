@@ -138,6 +138,9 @@ def _cmd_compare(args: argparse.Namespace) -> int:
             s = event.search
             bar.set_postfix_str(f"{label}: epoch {s.epoch + 1}/{s.epochs} "
                                 f"cand {s.candidate + 1}/{s.candidates}")
+        elif event.kind == "search" and getattr(event.search, "kind", "") == "trial_start":
+            bar.set_postfix_str(f"{label}: tuning trial {event.search.trial + 1}/"
+                                f"{event.search.target}")
         elif event.kind in ("done", "skip"):
             bar.update(1)
 
@@ -148,7 +151,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         result = compare(benchmarks, spaces, seeds, out=args.out, epochs=args.epochs,
                          candidates=args.candidates, model=args.model, device=args.device,
                          threads=args.threads, metric=args.metric, force=args.force,
-                         progress=progress, test_benchmarks=args.test_benchmark)
+                         progress=progress, test_benchmarks=args.test_benchmark,
+                         tuned=args.tuned or (), tune_budget=args.tune_budget)
     finally:
         if bar is not None:
             bar.close()
@@ -311,6 +315,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_threads(p, "every run")
     p.add_argument("--metric", help="test metric to compare (default: the benchmark's, "
                    "verification_accuracy or accuracy)")
+    p.add_argument("--tuned", metavar="SPACES", help="compute-matched baselines: these fixed "
+                   "methods (e.g. cosface,arcface) each tuned per seed by an Optuna study on the "
+                   "validation reward within the searches' candidate-epochs (README)")
+    p.add_argument("--tune-budget", type=int, metavar="N", help="candidate-epochs per seed for "
+                   "--tuned (default: the largest epochs x candidates of the compared searches)")
     p.add_argument("--force", action="store_true", help="redo every run from scratch")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--test-benchmark", action="append", metavar="SPEC",

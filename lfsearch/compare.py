@@ -44,6 +44,7 @@ import numpy as np
 import pandas as pd
 
 from lfsearch import config as config_mod
+from lfsearch import tuning
 
 log = logging.getLogger(__name__)
 
@@ -280,8 +281,10 @@ TABLE_NOTE = (
     "vs X: mean paired difference over seeds (this method − X) with the paired t-test "
     "(t, two-sided p) and the Wilcoxon signed-rank p (W p); – where undefined (fewer than 2 "
     "pairs or no variation). Best margin: the fixed-controller method other than softmax "
-    "with the highest mean. * marks a searched loss. candidate-epochs: training compute "
-    "(epochs × candidates per epoch)."
+    "with the highest mean (a tuned one included). * marks a searched loss. candidate-epochs: "
+    "training compute (epochs × candidates per epoch). X (tuned, B cand-epochs): X tuned per "
+    "seed by an Optuna study on the validation reward within B candidate-epochs, the same "
+    "budget as the searches; B counts every trial."
 )
 
 
@@ -496,7 +499,8 @@ def _read_run(folder: Path) -> dict[str, Any] | None:
 def find_run_dirs(root: Path) -> list[Path]:
     """Every run folder (one holding config.toml and manifest.json) under root, sorted."""
     root = Path(root)
-    found = {p.parent for p in root.rglob("manifest.json") if (p.parent / "config.toml").is_file()}
+    found = {p.parent for p in root.rglob("manifest.json") if (p.parent / "config.toml").is_file()
+             and not tuning.is_trial_run(p.parent, root)}  # a tuning study's trials are not runs
     return sorted(found, key=lambda p: [(int(s[4:]) if s.startswith("seed") and s[4:].isdigit()
                                          else -1, s) for s in p.relative_to(root).parts])
 
@@ -533,9 +537,14 @@ def compare(benchmarks: Sequence[str], spaces: str | Sequence[str] = DEFAULT_SPA
             device: str | None = None, threads: int | None = None, metric: str | None = None,
             force: bool = False, test_benchmarks: Sequence[str] | None = None,
             runs_dir: str | os.PathLike = "runs",
+            tuned: str | Sequence[str] = (), tune_budget: int | None = None,
             progress: Callable[[CompareProgress], None] | None = None) -> dict[str, Any]:
     """Run every method x seed x benchmark (complete runs are skipped, interrupted ones resumed),
     then write runs.csv, table.csv, table.md and compare.json in `out`.
+
+    `tuned`: fixed methods also run as compute-matched baselines, each tuned per seed by an
+    Optuna study on the validation reward within `tune_budget` candidate-epochs (default: the
+    compared searches' E × M); see lfsearch.tuning.
 
     Returns {"out", "runs" (DataFrame), "table" (DataFrame), "files", "done" (what happened to
     each run: ran / resumed / skipped)}. test_benchmarks replaces every space's [test]
@@ -553,7 +562,16 @@ def compare(benchmarks: Sequence[str], spaces: str | Sequence[str] = DEFAULT_SPA
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} exists and is not a folder")
-    specs = plan(benchmarks, spaces, seed_list, out, overrides)
+    specs: list[Any] = plan(benchmarks, spaces, seed_list, out, overrides)
+    tuned = parse_spaces(tuned) if tuned else []
+    if tuned:
+        if tune_budget is None:
+            tune_budget = tuning.search_budget(
+                [config_mod.resolve(config_mod.load(s), **overrides) for s in spaces])
+        if tune_budget is None:
+            raise ValueError("--tuned needs a budget: a searched method in --spaces (its "
+                             "epochs x candidates) or --tune-budget N (candidate-epochs)")
+        specs += tuning.plan_tuned(benchmarks, tuned, seed_list, out, overrides, tune_budget)
     created = not out.exists()
     done: dict[str, str] = {}
     try:
@@ -565,7 +583,10 @@ def compare(benchmarks: Sequence[str], spaces: str | Sequence[str] = DEFAULT_SPA
                 if progress:
                     progress(CompareProgress("search", i, len(specs), spec, event))
 
-            what = run_one(spec, overrides, force=force, progress=inner)
+            if isinstance(spec, tuning.TunedSpec):
+                what = tuning.run_tuned(spec, overrides, force=force, progress=inner)
+            else:
+                what = run_one(spec, overrides, force=force, progress=inner)
             done[str(spec.out.relative_to(out))] = what
             if progress:
                 progress(CompareProgress("skip" if what == "skipped" else "done", i,
@@ -579,7 +600,9 @@ def compare(benchmarks: Sequence[str], spaces: str | Sequence[str] = DEFAULT_SPA
     files = write_tables(out, runs, summary, tests)
     settings = {"benchmarks": benchmarks, "spaces": spaces, "seeds": seed_list,
                 "overrides": overrides, "metric": metric,
-                "runs": [{"benchmark": s.benchmark, "method": s.method, "seed": s.seed,
+                "tuned": {"spaces": tuned, "budget": tune_budget} if tuned else None,
+                "runs": [{"benchmark": s.benchmark,
+                          "method": getattr(s, "label", s.method), "seed": s.seed,
                           "space": s.space, "dir": str(s.out.relative_to(out))} for s in specs]}
     files["compare"] = out / "compare.json"
     config_mod.atomic_write_text(files["compare"], json.dumps(settings, indent=2) + "\n")

@@ -227,6 +227,10 @@ def combined_margin(cos: Tensor, m1: float, m2: float, m3: float,
       cos θ > 0, else cos θ; ``"cos"``: cos θ − m3 past θ_b.
 
     m1 = 1 uses cos θ·cos m2 − sin θ·sin m2; otherwise θ = atan2(sin θ, cos θ).
+
+    A margin (f ≤ cos θ on all of [0, π], i.e. a modulating factor A ≥ 1) for m1 ≥ 1,
+    m2, m3 ≥ 0 with the "linear" or "cos" fallback. m1 < 1 can give f > cos θ at large θ
+    (m1 = 0.5, m2 = m3 = 0: cos(θ/2) > cos θ), i.e. A < 1: the target made easier.
     """
     m1 = check_positive("m1", m1)
     m2 = check_angle("m2", m2)

@@ -67,8 +67,8 @@ from typing import Any, Callable
 import lfsearch
 from lfsearch import config as config_mod
 from lfsearch.search import Search, default_run_name, derive_seed
-from lfsearch.study_space import (PRUNERS, StudyParam, check_section, default_params,
-                                  set_values, study_params, study_settings)
+from lfsearch.study_space import (PRUNERS, StudyParam, check_section, current_values,
+                                  default_params, set_values, study_params, study_settings)
 
 log = logging.getLogger(__name__)
 
@@ -389,12 +389,16 @@ def run_study(space: str | os.PathLike, *, trials: int, benchmark: str | None = 
               device: str | None = None, threads: int | None = None, storage: str | None = None,
               study_name: str | None = None, out: str | os.PathLike | None = None,
               pruner: str | None = None, runs_dir: str | os.PathLike = "runs",
-              progress: Callable[[StudyEvent], None] | None = None) -> dict[str, Any]:
+              progress: Callable[[StudyEvent], None] | None = None,
+              candidates: int | None = None, first_trial_at_file_values: bool = False,
+              ) -> dict[str, Any]:
     """Run (or continue) an Optuna study over a search space until `trials` trials are finished.
 
     Returns the summary written to <out>/study.json. Several processes may call this at once
     with the same storage and study name; each takes trials until the study has `trials`
-    finished (complete + pruned) ones.
+    finished (complete + pruned) ones. `first_trial_at_file_values`: a new study's first
+    trial runs the file's own values (`current_values`), so the best trial is never worse on
+    validation than the untuned method.
     """
     import optuna
     from optuna.trial import TrialState
@@ -404,7 +408,8 @@ def run_study(space: str | os.PathLike, *, trials: int, benchmark: str | None = 
     if pruner is not None and pruner not in PRUNERS:
         raise ValueError(f"--pruner must be one of {', '.join(PRUNERS)} (got {pruner!r})")
     config = config_mod.resolve(config_mod.load(space), benchmark=benchmark, epochs=epochs,
-                                model=model, seed=seed, device=device, threads=threads)
+                                model=model, seed=seed, device=device, threads=threads,
+                                candidates=candidates)
     params = study_params(config)
     settings = study_settings(config)
     if pruner is not None:
@@ -431,6 +436,9 @@ def run_study(space: str | os.PathLike, *, trials: int, benchmark: str | None = 
                          "validation reward: give another --study-name")
     _check_identity(study, _fingerprint(config, params), label)
     recovered = recover_stale_trials(study, target=trials)
+    first = current_values(config, params) if first_trial_at_file_values else {}
+    if first and not study.get_trials(deepcopy=False):
+        study.enqueue_trial(first)
 
     current: dict[str, Any] = {}
 
@@ -653,5 +661,6 @@ def export(study: Any, folder: Path, config: dict[str, Any], params: list[StudyP
 
 
 __all__ = ["StudyParam", "StudyEvent", "run_study", "study_params", "default_params",
+           "current_values",
            "check_section", "apply_values", "open_storage", "recover_stale_trials",
            "requeue_trial", "trials_table", "write_figures", "export", "mask_url", "worker_id"]

@@ -230,6 +230,19 @@ def study_params(config: dict[str, Any]) -> list[StudyParam]:
     return params
 
 
+def current_values(config: dict[str, Any], params: list[StudyParam]) -> dict[str, Any]:
+    """The values the configuration itself holds at each parameter's target (the file's own
+    point), when every one is a number inside the parameter's [low, high]; else {}."""
+    values = {}
+    for p in params:
+        slot, key = _target_slot(config, p.target)
+        v = slot.get(key)
+        if not _number(v) or not p.low <= v <= p.high:
+            return {}
+        values[p.name] = int(v) if p.type == "int" else float(v)
+    return values
+
+
 def study_settings(config: dict[str, Any]) -> dict[str, Any]:
     """Pruner and sampler settings: the [study] table's, or the defaults."""
     return {**STUDY_DEFAULTS, **{k: v for k, v in config.get("study", {}).items()

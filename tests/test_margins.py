@@ -270,3 +270,21 @@ def test_slopes_are_the_derivatives_of_the_values(name, value, value_and_slope):
     f2, slope = value_and_slope(c.detach())
     assert torch.allclose(f.detach(), f2, rtol=1e-12, atol=1e-12), name
     assert torch.allclose(grad, slope, rtol=1e-9, atol=1e-9), name
+
+
+@pytest.mark.parametrize("fallback", ["linear", "cos"])
+def test_combined_margin_is_below_cos_on_all_angles_for_m1_at_least_one(fallback):
+    # the implementation (fallback past θ_b included) over a grid of m1 >= 1, m2, m3 >= 0
+    c = torch.linspace(-1, 1, 2001, dtype=f64)
+    for m1 in (1.0, 1.3, 2.0, 4.0):
+        for m2 in (0.0, 0.3, 1.0, math.pi / 2, math.pi):
+            for m3 in (0.0, 0.2, 1.0):
+                f = M.combined_margin(c, m1, m2, m3, fallback)
+                assert bool((f <= c + 1e-12).all()), (m1, m2, m3)
+
+
+def test_combined_margin_with_m1_below_one_raises_the_target_a_below_one():
+    s, c = 16.0, torch.cos(torch.tensor([2.5], dtype=f64))
+    f = M.combined_margin(c, 0.5, 0.0, 0.0)             # cos(1.25) > cos(2.5)
+    assert float(f) == pytest.approx(math.cos(1.25))
+    assert math.exp(s * float(c - f)) < 1.0              # A = e^{s (cos θ - f)} < 1

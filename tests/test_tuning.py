@@ -1,0 +1,139 @@
+"""Compute-matched tuned baselines (`lfsearch compare --tuned`): the budget arithmetic, what is
+refused, and a tiny compare whose tuned cosface is chosen on validation only."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from lfsearch import compare as cmp
+from lfsearch import config as config_mod
+from lfsearch import tuning
+from lfsearch.cli import main as cli_main
+
+BENCH = "digits?train_classes=2&pairs=200"  # small: 2 training classes, 200 pairs
+TAG = cmp.safe_name(BENCH)
+
+
+def test_the_budget_is_the_largest_search_cost_and_fixed_methods_cost_nothing():
+    configs = [config_mod.resolve(config_mod.load(s), epochs=e)
+               for s, e in (("softmax", 3), ("search_softmax", 3), ("random_softmax", 5))]
+    # search_softmax 3 epochs x 4 candidates = 12; random_softmax 5 x 4 = 20; softmax: no search
+    assert tuning.search_budget(configs) == 20
+    assert tuning.search_budget(configs[:1]) is None
+
+
+def test_the_plan_gives_each_seed_budget_over_trial_cost_trials(tmp_path):
+    specs = tuning.plan_tuned(["digits"], ["cosface", "arcface"], [0, 3], tmp_path,
+                              {"epochs": 3}, 20)
+    # one trial = 3 epochs x 1 candidate: floor(20 / 3) = 6 trials, 18 candidate-epochs
+    assert [(s.method, s.seed, s.trials, s.budget) for s in specs] == [
+        ("cosface", 0, 6, 18), ("cosface", 3, 6, 18), ("arcface", 0, 6, 18), ("arcface", 3, 6, 18)]
+    assert specs[0].label == "cosface (tuned, 18 cand-epochs)"
+    assert specs[1].out == tmp_path / "digits" / "cosface-tuned" / "seed3"
+    with_m = tuning.plan_tuned(["digits"], ["cosface"], [0], tmp_path,
+                               {"epochs": 3, "candidates": 2}, 20)
+    assert (with_m[0].trials, with_m[0].budget) == (3, 18)  # 3 x 2 per trial
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("spaces,budget,match", [
+    (["search_softmax"], 12, r"is a search"),
+    (["softmax"], 12, r"nothing to study"),
+    (["cosface"], 2, r"holds no trial of 3 candidate-epochs"),
+    (["cosface"], 0, r"--tune-budget must be an integer >= 1"),
+])
+def test_what_cannot_be_tuned_is_refused(tmp_path, spaces, budget, match):
+    with pytest.raises(ValueError, match=match):
+        tuning.plan_tuned(["digits"], spaces, [0], tmp_path, {"epochs": 3}, budget)
+
+
+def test_trial_runs_inside_a_study_folder_are_not_runs_of_the_compare(tmp_path):
+    for d in ("b/m/seed0", "b/t/seed0/tuning/trials/0"):
+        (tmp_path / d).mkdir(parents=True)
+        (tmp_path / d / "config.toml").write_text("")
+        (tmp_path / d / "manifest.json").write_text("{}")
+    (tmp_path / "b/t/seed0/tuning/study.db").write_text("")
+    assert tuning.is_trial_run(tmp_path / "b/t/seed0/tuning/trials/0", tmp_path)
+    assert not tuning.is_trial_run(tmp_path / "b/m/seed0", tmp_path)
+    assert cmp.find_run_dirs(tmp_path) == [tmp_path / "b/m/seed0"]
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory):
+    """softmax (1 epoch) against cosface tuned in 2 one-epoch trials (--tune-budget 2)."""
+    out = tmp_path_factory.mktemp("tuned") / "cmp"
+    result = cmp.compare([BENCH], "softmax", [0], out=out, epochs=1, device="cpu",
+                         tuned="cosface", tune_budget=2)
+    return out, result
+
+
+def _trial_results(seed_dir):
+    trials = sorted((seed_dir / "tuning" / "trials").iterdir(), key=lambda p: int(p.name))
+    return trials, [json.loads((t / "results.json").read_text()) for t in trials]
+
+
+def test_a_tuned_baseline_is_chosen_on_validation_and_counts_its_trials(tuned):
+    out, result = tuned
+    label = "cosface (tuned, 2 cand-epochs)"
+    table = result["table"].set_index("method")
+    assert list(table.index) == ["softmax", label]
+    assert table.loc[label, "candidate_epochs"] == 2      # both trials count
+    assert table.loc[label, "controller"] == "fixed"
+    assert table.loc["softmax", "best_margin"] == label   # a tuned margin can be the best one
+    assert label in (out / "table.md").read_text()
+    seed = out / TAG / "cosface-tuned" / "seed0"
+    record = json.loads((seed / "tuning.json").read_text())
+    trials, runs = _trial_results(seed)
+    assert len(trials) == record["trials"] == 2
+    assert all(r["seed"] == 0 and r["candidate_epochs"] == 1 for r in runs)  # one seed, 1 epoch
+    # the first trial is the file's own point; the chosen one has the best validation reward
+    first = config_mod.load(trials[0] / "config.toml")
+    assert first["loss"]["params"]["m"]["init"] == 0.35 and first["loss"]["s"] == 16.0
+    rewards = [r["final_validation_reward"] for r in runs]
+    best = rewards.index(max(rewards))
+    assert record["best_trial"] == best
+    chosen = json.loads((seed / "results.json").read_text())
+    assert chosen["test"] == runs[best]["test"]          # that trial's own test metric
+    assert chosen["candidate_epochs"] == 2
+    frame = pd.read_csv(out / "runs.csv")                 # the trials are not runs
+    assert sorted(frame["method"]) == sorted(["softmax", label])
+    assert json.loads((out / "compare.json").read_text())["tuned"] == {
+        "spaces": ["cosface"], "budget": 2}
+
+
+def test_a_second_compare_skips_the_tuned_runs_and_other_settings_are_refused(tuned):
+    out, first = tuned
+    again = cmp.compare([BENCH], "softmax", [0], out=out, epochs=1, device="cpu",
+                        tuned="cosface", tune_budget=2)
+    assert set(again["done"].values()) == {"skipped"}
+    with pytest.raises(ValueError, match="different configuration.*trials"):
+        cmp.compare([BENCH], "softmax", [0], out=out, epochs=1, device="cpu",
+                    tuned="cosface", tune_budget=3)
+
+
+def test_by_default_a_tuned_baseline_gets_the_searchs_candidate_epochs(tmp_path):
+    out = tmp_path / "cmp"
+    result = cmp.compare([BENCH], "search_softmax", [0], out=out, epochs=1, device="cpu",
+                         tuned="cosface")
+    table = result["table"].set_index("method")
+    label = "cosface (tuned, 4 cand-epochs)"    # search_softmax: 1 epoch x 4 candidates
+    assert table.loc[label, "candidate_epochs"] == table.loc["search_softmax",
+                                                             "candidate_epochs"] == 4
+    trials, runs = _trial_results(out / TAG / "cosface-tuned" / "seed0")
+    assert len(trials) == 4
+
+
+@pytest.mark.parametrize("extra,match", [
+    (["--spaces", "softmax", "--tuned", "cosface"], "--tuned needs a budget"),
+    (["--spaces", "search_softmax", "--tuned", "softmax"], "nothing to study"),
+])
+def test_the_cli_refuses_a_tuned_baseline_it_cannot_run_in_one_line(tmp_path, capsys, extra,
+                                                                     match):
+    code = cli_main(["compare", "--benchmark", BENCH, "--seeds", "1", "--epochs", "1",
+                     "--out", str(tmp_path / "never"), "--quiet", *extra])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and match in err
+    assert not (tmp_path / "never").exists()
