@@ -51,14 +51,19 @@ Options (allowed per kind; anything else is a ValueError naming the allowed ones
                   same and half different, fewer when the images allow fewer.
   train_classes=K classes 0..K-1 train an open-set variant (digits, *-open).
   pairs_file=NAME the pairs file of lfw (default pairs.txt).
+  stream=auto|yes|no  stream the training split through DataLoader workers (folder*, rec);
+                  auto streams when it exceeds 1 GiB decoded (N x C x H x W bytes). Streamed
+                  and in-memory splits give the same batches (docs/data.md).
+  workers=N       DataLoader worker processes of a streamed split (default min(4, CPUs); 0
+                  decodes in the training process); prefetch=N batches ahead per worker (2).
 
 Images are kept as uint8 (N, C, H, W) tensors on the device (4x less memory than float32)
 with the split's `PixelScale`; each batch becomes float32 in [-1, 1] on the device (8-bit
 x -> x/127.5 - 1; digits x/8 - 1; `split.normalise`). Training labels index the training
 classes 0..num_classes-1. `batches` shuffles with a torch.Generator, normalises and augments
-on the device; `Benchmark.augment` is
-the benchmark's usual augmentation to pass to it: "none" for digits and MNIST, "crop=4,flip"
-for CIFAR, "crop=P,flip" with P = min(H, W) // 16 for folder. Pickles (CIFAR, .bin) are read
+on the device; `Benchmark.augment` is the benchmark's usual augmentation to pass to it:
+"none" for digits and MNIST, "crop=4,flip" for CIFAR, "crop=P,flip" with P = min(H, W) // 16
+for folder and rec. Pickles (CIFAR, .bin) are read
 by an unpickler that admits only containers, bytes and numpy arrays: a data file runs no code.
 
 The package's modules follow the flow from a source to batches:
@@ -68,7 +73,9 @@ The package's modules follow the flow from a source to batches:
              checks, restricted unpickling)
   splits     splits (the split and benchmark types), partition (stratified, closed/open set),
              pairs (verification pairs and folds)
-  batches    batches (seeded permutation and on-device augmentation)
+  batches    batches (seeded permutation and on-device augmentation); stream (StreamedImages:
+             DataLoader workers decode a training split batch by batch); identities (identity
+             collections -> splits, in memory or streamed); collection (files, records)
   options    the spec options' parsers; this module: the kind registry and `load`
 """
 
@@ -93,17 +100,19 @@ from lfsearch.data.options import PARSERS
 from lfsearch.data.pairs import DEFAULT_PAIRS, N_FOLDS, make_pairs
 from lfsearch.data.splits import (BYTE_PIXELS, Benchmark, ClassificationSplit, LabelledImages,
                                   PixelScale, Split, VerificationSplit)
+from lfsearch.data.stream import StreamedImages
 
 __all__ = ["BYTE_PIXELS", "Benchmark", "ClassificationSplit", "DEFAULT_PAIRS",
            "IMAGE_EXTENSIONS", "LabelledImages", "MAX_DEFAULT_SIDE", "N_FOLDS",
-           "PixelScale", "Split", "VerificationSplit", "augment_batch", "available",
-           "batches", "load", "make_pairs", "parse_augment", "parse_spec", "read_idx",
-           "read_pairs_file"]
+           "PixelScale", "Split", "StreamedImages", "VerificationSplit",
+           "augment_batch", "available", "batches", "load", "make_pairs",
+           "parse_augment", "parse_spec", "read_idx", "read_pairs_file"]
 
 log = logging.getLogger(__name__)
 
 # kind -> (loader, needs a path, allowed options)
 _IMAGE_OPTIONS = {"size", "crop", "channels"}
+_STREAM_OPTIONS = {"stream", "workers", "prefetch"}
 _KINDS: dict[str, tuple[Callable[..., Benchmark], bool, set[str]]] = {
     "digits": (load_digits, False, {"pairs", "train_classes"}),
     "digits-closed": (load_digits_closed, False, {"val", "test"}),
@@ -113,8 +122,8 @@ _KINDS: dict[str, tuple[Callable[..., Benchmark], bool, set[str]]] = {
     "cifar10-open": (cifar_loader("cifar10", True), True, {"pairs", "train_classes"}),
     "cifar100": (cifar_loader("cifar100", False), True, {"val"}),
     "cifar100-open": (cifar_loader("cifar100", True), True, {"pairs", "train_classes"}),
-    "folder": (load_folder, True, _IMAGE_OPTIONS | {"val", "test", "pairs"}),
-    "folder-closed": (load_folder_closed, True, _IMAGE_OPTIONS | {"val", "test"}),
+    "folder": (load_folder, True, _IMAGE_OPTIONS | _STREAM_OPTIONS | {"val", "test", "pairs"}),
+    "folder-closed": (load_folder_closed, True, _IMAGE_OPTIONS | _STREAM_OPTIONS | {"val", "test"}),
     "lfw": (load_lfw, True, _IMAGE_OPTIONS | {"pairs_file"}),
     "bin": (load_bin, True, _IMAGE_OPTIONS),
 }
