@@ -36,6 +36,8 @@ lfw:DIR            LFW layout DIR/NAME/NAME_0001.jpg with DIR/pairs.txt (10 fold
                    formats). Evaluation only: `train` is None and the single pair set is both
                    `val` and `test`, so it can be named as a validation benchmark of a search
                    or as a test benchmark (never both in one run: that would tune on the test).
+rec:FILE           insightface RecordIO training set (FILE = train.rec, with train.idx and
+                   optionally property beside it), split by identity as folder.
 bin:FILE           insightface verification .bin (pickle of encoded images and is-same flags;
                    LFW, CFP-FP, AgeDB-30, CALFW, CPLFW); evaluation only, as lfw.
 =================  =========================================================================
@@ -88,6 +90,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from lfsearch.data import pack, recordio  # noqa: F401 - the data tools and the format
 from lfsearch.data.batches import augment_batch, batches, parse_augment
 from lfsearch.data.binset import load_bin
 from lfsearch.data.cifar import cifar_loader
@@ -97,6 +100,7 @@ from lfsearch.data.idx import load_mnist, load_mnist_open, read_idx
 from lfsearch.data.images import IMAGE_EXTENSIONS, MAX_DEFAULT_SIDE
 from lfsearch.data.lfw import load_lfw, read_pairs_file
 from lfsearch.data.options import PARSERS
+from lfsearch.data.rec import load_rec
 from lfsearch.data.pairs import DEFAULT_PAIRS, N_FOLDS, make_pairs
 from lfsearch.data.splits import (BYTE_PIXELS, Benchmark, ClassificationSplit, LabelledImages,
                                   PixelScale, Split, VerificationSplit)
@@ -124,6 +128,7 @@ _KINDS: dict[str, tuple[Callable[..., Benchmark], bool, set[str]]] = {
     "cifar100-open": (cifar_loader("cifar100", True), True, {"pairs", "train_classes"}),
     "folder": (load_folder, True, _IMAGE_OPTIONS | _STREAM_OPTIONS | {"val", "test", "pairs"}),
     "folder-closed": (load_folder_closed, True, _IMAGE_OPTIONS | _STREAM_OPTIONS | {"val", "test"}),
+    "rec": (load_rec, True, _IMAGE_OPTIONS | _STREAM_OPTIONS | {"val", "test", "pairs"}),
     "lfw": (load_lfw, True, _IMAGE_OPTIONS | {"pairs_file"}),
     "bin": (load_bin, True, _IMAGE_OPTIONS),
 }
@@ -161,8 +166,8 @@ def load(spec: str, *, seed: int = 0, device: str | torch.device = "cpu",
                          f"{', '.join(available())}")
     loader, needs_path, allowed = _KINDS[kind]
     if needs_path and not path:
-        raise ValueError(f"benchmark {kind!r} needs a path: write {kind}:DIR"
-                         + ("" if kind != "bin" else " (bin:FILE)"))
+        what = "FILE" if kind in ("bin", "rec") else "DIR"
+        raise ValueError(f"benchmark {kind!r} needs a path: write {kind}:{what}")
     if not needs_path and path:
         raise ValueError(f"benchmark {kind!r} takes no path; got {spec!r}")
     merged = {**spec_options, **options}
