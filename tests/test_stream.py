@@ -72,3 +72,77 @@ def test_folder_closed_streams_too():
     for (x, y), (wx, wy) in zip(epoch(streamed.train, 0), epoch(memory.train, 0)):
         assert torch.equal(x, wx) and torch.equal(y, wy)
     assert torch.equal(streamed.test.images, memory.test.images)
+
+
+# --- searches: streamed folder and .rec against the in-memory path ----------------------------
+
+
+def run_search(benchmark: str, out: Path) -> tuple[str, dict]:
+    from lfsearch.search import search
+
+    threads = torch.get_num_threads()
+    try:
+        results = search("search_softmax", benchmark=benchmark, epochs=2, candidates=2, seed=3,
+                         device="cpu", threads=1, out=out)
+    finally:
+        torch.set_num_threads(threads)
+    return (out / "epochs.csv").read_text(), results
+
+
+@pytest.mark.slow
+def test_a_search_streams_a_folder_and_its_rec_with_the_in_memory_results(tmp_path):
+    """The issue's done-when: the same images in memory, streamed from the folder by 2
+    workers, and streamed from a .rec packed from it, give the same search, bit for bit."""
+    data.pack.pack_folder(ORL_SMALL, tmp_path / "faces")
+    opts = "val=0.25&test=0.25&pairs=200&size=28x23"
+    runs = {
+        "memory": f"folder:{ORL_SMALL}?{opts}&stream=no",
+        "folder": f"folder:{ORL_SMALL}?{opts}&stream=yes&workers=2",
+        "rec": f"rec:{tmp_path / 'faces.rec'}?{opts}&stream=yes&workers=1",
+    }
+    got = {name: run_search(spec_, tmp_path / name) for name, spec_ in runs.items()}
+    epochs, results = got["memory"]
+    assert len(epochs.splitlines()) == 1 + 2 * 2  # header + 2 epochs x 2 candidates
+    for name in ("folder", "rec"):
+        assert got[name][0] == epochs, name
+        assert got[name][1]["test"] == results["test"], name
+    assert 0.0 < results["test"]["verification_accuracy"] <= 1.0
+
+
+@pytest.mark.slow
+def test_a_streamed_run_killed_mid_epoch_resumes_to_the_same_results(tmp_path):
+    """kill -9 during an epoch, then --resume: the streamed order depends only on (seed,
+    epoch), so the resumed run repeats the whole run's epochs exactly."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    bench = f"folder:{ORL_SMALL}?val=0.25&test=0.25&pairs=200&size=28x23&stream=yes&workers=1"
+    args = ["search_softmax", "--benchmark", bench, "--epochs", "4", "--candidates", "2",
+            "--seed", "1", "--device", "cpu", "--threads", "1", "--quiet"]
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+
+    def cli(extra):
+        return subprocess.Popen([sys.executable, "-m", "lfsearch", "search", *args, *extra],
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    whole = cli(["--out", str(tmp_path / "whole")])
+    assert whole.wait(timeout=600) == 0, whole.stderr.read().decode()
+    killed = cli(["--out", str(tmp_path / "killed")])
+    checkpoint = tmp_path / "killed" / "checkpoint.pt"
+    deadline = time.time() + 600
+    while not checkpoint.exists() and time.time() < deadline and killed.poll() is None:
+        time.sleep(0.02)
+    assert killed.poll() is None, "the run ended before it could be killed"
+    time.sleep(0.5)  # into the second epoch, workers streaming
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert not (tmp_path / "killed" / "results.json").exists()
+    resumed = subprocess.Popen([sys.executable, "-m", "lfsearch", "search", "search_softmax",
+                                "--out", str(tmp_path / "killed"), "--resume", "--quiet"],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert resumed.wait(timeout=600) == 0, resumed.stderr.read().decode()
+    for name in ("epochs.csv", "results.json"):
+        assert (tmp_path / "killed" / name).read_text() == (tmp_path / "whole" / name).read_text()
