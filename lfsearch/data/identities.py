@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from lfsearch.data.collection import IdentityImages
-from lfsearch.data.images import choose_geometry, decode_all, probe
+from lfsearch.data.images import choose_geometry, decode_one, probe
 from lfsearch.data.pairs import verification_split
 from lfsearch.data.partition import stratified_split
 from lfsearch.data.splits import BYTE_PIXELS, Benchmark, ClassificationSplit, LabelledImages
@@ -55,9 +55,14 @@ class Reader:
                  self.channels, *self.size)
 
     def decode(self, items: np.ndarray) -> torch.Tensor:
+        """uint8 (len(items), C, H, W), one file read at a time."""
+        h, w = self.size
+        out = np.empty((len(items), self.channels, h, w), np.uint8)
         src = self.coll.source
-        return decode_all([src.read(int(i)) for i in items], [src.name(int(i)) for i in items],
-                          size=self.size, crop=self.crop, channels=self.channels)
+        for k, i in enumerate(items.tolist()):
+            out[k] = decode_one(src.read(i), src.name(i), size=self.size, crop=self.crop,
+                                channels=self.channels)
+        return torch.from_numpy(out)
 
     def train_split(self, items: np.ndarray, labels: torch.Tensor
                     ) -> LabelledImages | StreamedImages:
