@@ -223,6 +223,24 @@ def _add_threads(p: argparse.ArgumentParser, scope: str = "the run") -> None:
                    "thread count")
 
 
+def _cmd_data(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from lfsearch.data import pack
+
+    if args.data_command == "pack":
+        info = pack.pack_folder(Path(args.dir), Path(args.out))
+        print(f"{info['rec']}: {info['identities']} identities, {info['images']} images")
+    elif args.data_command == "show":
+        print(json.dumps(pack.summarise(Path(args.file), args.sheet and Path(args.sheet)),
+                         indent=2))
+    else:
+        info = pack.write_bin(Path(args.pairs), Path(args.root), Path(args.out))
+        print(f"{info['bin']}: {info['pairs']} pairs ({info['same']} same)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lfsearch",
@@ -366,6 +384,23 @@ def build_parser() -> argparse.ArgumentParser:
                    "pruner, median")
     p.add_argument("--quiet", action="store_true", help="no line per trial")
     p.set_defaults(func=_cmd_study)
+
+    p = sub.add_parser("data", help="data tools: pack an identity folder into insightface "
+                       "RecordIO, show a .rec, build a verification .bin")
+    data_sub = p.add_subparsers(dest="data_command", metavar="TOOL", required=True)
+    q = data_sub.add_parser("pack", help="identity folder DIR -> PREFIX.rec + PREFIX.idx "
+                            "(+ property), the original image bytes kept")
+    q.add_argument("dir", help="one sub-folder per identity")
+    q.add_argument("--out", required=True, metavar="PREFIX", help="e.g. data/train")
+    q = data_sub.add_parser("show", help="identity and image counts of a .rec (JSON), "
+                            "optionally a contact sheet PNG")
+    q.add_argument("file", help="a .rec file (its .idx beside it)")
+    q.add_argument("--sheet", metavar="PNG", help="write a contact sheet: a row per identity")
+    q = data_sub.add_parser("bin", help="LFW-style pairs file -> insightface verification .bin")
+    q.add_argument("pairs", help="pairs file ('name n1 n2' / 'name1 n1 name2 n2' lines)")
+    q.add_argument("--root", required=True, help="images as ROOT/NAME/NAME_NNNN.jpg")
+    q.add_argument("--out", required=True, help="the .bin to write")
+    p.set_defaults(func=_cmd_data)
     return parser
 
 

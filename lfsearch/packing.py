@@ -243,7 +243,7 @@ class PackedPopulation:
         alive = [True] * m
         first = True
         drop_last = len(train) > batch_size  # as the reference path
-        device = train.images.device
+        device = train.device
         for images, labels in data.batches(train, batch_size, generator=generator,
                                            augment=augment, drop_last=drop_last):
             if not any(alive):
@@ -372,9 +372,10 @@ def run_epoch_packed(trainee: Trainee, start: dict[str, Any] | list[dict[str, An
         return results
     if all(st is starts[0] for st in starts):
         start = starts[0]
-    device = train.images.device
+    device = train.device
     accel = Accel.for_device(device) if accel is None else accel
-    if accel.channels_last:  # once per epoch: batches cut from it stay channels-last
+    if accel.channels_last and isinstance(train, data.LabelledImages):
+        # once per epoch: batches cut from it stay channels-last (streamed ones: per batch)
         train = dataclasses.replace(train, images=_images(train.images, accel))
     torch.manual_seed(candidate_seeds[0])  # backbone randomness (dropout), if any
     pop = PackedPopulation(trainee, start, params, lr=lr, accel=accel)
@@ -402,7 +403,7 @@ def run_epoch(mode: str, trainee: Trainee, start: dict[str, Any] | list[dict[str
     `accel` (default `Accel.for_device`: bf16 autocast + channels_last on CUDA, nothing on
     CPU) applies to both paths, so that their timings compare like with like; with fp16
     autocast, "auto" trains sequentially."""
-    device = train.images.device
+    device = train.device
     accel = Accel.for_device(device) if accel is None else accel
     kwargs = dict(train=train, validations=validations, batch_size=batch_size, lr=lr,
                   data_seed=data_seed, candidate_seeds=candidate_seeds, augment=augment,
@@ -413,6 +414,7 @@ def run_epoch(mode: str, trainee: Trainee, start: dict[str, Any] | list[dict[str
         return run_epoch_packed(trainee, start, params, accel=accel, **kwargs)
     if accel.channels_last:
         trainee.model.to(memory_format=torch.channels_last)
+    if accel.channels_last and isinstance(train, data.LabelledImages):
         kwargs["train"] = dataclasses.replace(train, images=_images(train.images, accel))
     if accel.compile and getattr(trainee.model, "_compiled_call_impl", None) is None:
         trainee.model.compile()  # in place: the state_dict keys stay as they are

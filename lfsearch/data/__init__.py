@@ -36,6 +36,8 @@ lfw:DIR            LFW layout DIR/NAME/NAME_0001.jpg with DIR/pairs.txt (10 fold
                    formats). Evaluation only: `train` is None and the single pair set is both
                    `val` and `test`, so it can be named as a validation benchmark of a search
                    or as a test benchmark (never both in one run: that would tune on the test).
+rec:FILE           insightface RecordIO training set (FILE = train.rec, with train.idx and
+                   optionally property beside it), split by identity as folder.
 bin:FILE           insightface verification .bin (pickle of encoded images and is-same flags;
                    LFW, CFP-FP, AgeDB-30, CALFW, CPLFW); evaluation only, as lfw.
 =================  =========================================================================
@@ -51,14 +53,19 @@ Options (allowed per kind; anything else is a ValueError naming the allowed ones
                   same and half different, fewer when the images allow fewer.
   train_classes=K classes 0..K-1 train an open-set variant (digits, *-open).
   pairs_file=NAME the pairs file of lfw (default pairs.txt).
+  stream=auto|yes|no  stream the training split through DataLoader workers (folder*, rec);
+                  auto streams when it exceeds 1 GiB decoded (N x C x H x W bytes). Streamed
+                  and in-memory splits give the same batches (docs/data.md).
+  workers=N       DataLoader worker processes of a streamed split (default min(4, CPUs); 0
+                  decodes in the training process); prefetch=N batches ahead per worker (2).
 
 Images are kept as uint8 (N, C, H, W) tensors on the device (4x less memory than float32)
 with the split's `PixelScale`; each batch becomes float32 in [-1, 1] on the device (8-bit
 x -> x/127.5 - 1; digits x/8 - 1; `split.normalise`). Training labels index the training
 classes 0..num_classes-1. `batches` shuffles with a torch.Generator, normalises and augments
-on the device; `Benchmark.augment` is
-the benchmark's usual augmentation to pass to it: "none" for digits and MNIST, "crop=4,flip"
-for CIFAR, "crop=P,flip" with P = min(H, W) // 16 for folder. Pickles (CIFAR, .bin) are read
+on the device; `Benchmark.augment` is the benchmark's usual augmentation to pass to it:
+"none" for digits and MNIST, "crop=4,flip" for CIFAR, "crop=P,flip" with P = min(H, W) // 16
+for folder and rec. Pickles (CIFAR, .bin) are read
 by an unpickler that admits only containers, bytes and numpy arrays: a data file runs no code.
 
 The package's modules follow the flow from a source to batches:
@@ -68,7 +75,9 @@ The package's modules follow the flow from a source to batches:
              checks, restricted unpickling)
   splits     splits (the split and benchmark types), partition (stratified, closed/open set),
              pairs (verification pairs and folds)
-  batches    batches (seeded permutation and on-device augmentation)
+  batches    batches (seeded permutation and on-device augmentation); stream (StreamedImages:
+             DataLoader workers decode a training split batch by batch); identities (identity
+             collections -> splits, in memory or streamed); collection (files, records)
   options    the spec options' parsers; this module: the kind registry and `load`
 """
 
@@ -81,6 +90,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from lfsearch.data import pack, recordio  # noqa: F401 - the data tools and the format
 from lfsearch.data.batches import augment_batch, batches, parse_augment
 from lfsearch.data.binset import load_bin
 from lfsearch.data.cifar import cifar_loader
@@ -90,20 +100,23 @@ from lfsearch.data.idx import load_mnist, load_mnist_open, read_idx
 from lfsearch.data.images import IMAGE_EXTENSIONS, MAX_DEFAULT_SIDE
 from lfsearch.data.lfw import load_lfw, read_pairs_file
 from lfsearch.data.options import PARSERS
+from lfsearch.data.rec import load_rec
 from lfsearch.data.pairs import DEFAULT_PAIRS, N_FOLDS, make_pairs
 from lfsearch.data.splits import (BYTE_PIXELS, Benchmark, ClassificationSplit, LabelledImages,
                                   PixelScale, Split, VerificationSplit)
+from lfsearch.data.stream import StreamedImages
 
 __all__ = ["BYTE_PIXELS", "Benchmark", "ClassificationSplit", "DEFAULT_PAIRS",
            "IMAGE_EXTENSIONS", "LabelledImages", "MAX_DEFAULT_SIDE", "N_FOLDS",
-           "PixelScale", "Split", "VerificationSplit", "augment_batch", "available",
-           "batches", "load", "make_pairs", "parse_augment", "parse_spec", "read_idx",
-           "read_pairs_file"]
+           "PixelScale", "Split", "StreamedImages", "VerificationSplit",
+           "augment_batch", "available", "batches", "load", "make_pairs",
+           "parse_augment", "parse_spec", "read_idx", "read_pairs_file"]
 
 log = logging.getLogger(__name__)
 
 # kind -> (loader, needs a path, allowed options)
 _IMAGE_OPTIONS = {"size", "crop", "channels"}
+_STREAM_OPTIONS = {"stream", "workers", "prefetch"}
 _KINDS: dict[str, tuple[Callable[..., Benchmark], bool, set[str]]] = {
     "digits": (load_digits, False, {"pairs", "train_classes"}),
     "digits-closed": (load_digits_closed, False, {"val", "test"}),
@@ -113,8 +126,9 @@ _KINDS: dict[str, tuple[Callable[..., Benchmark], bool, set[str]]] = {
     "cifar10-open": (cifar_loader("cifar10", True), True, {"pairs", "train_classes"}),
     "cifar100": (cifar_loader("cifar100", False), True, {"val"}),
     "cifar100-open": (cifar_loader("cifar100", True), True, {"pairs", "train_classes"}),
-    "folder": (load_folder, True, _IMAGE_OPTIONS | {"val", "test", "pairs"}),
-    "folder-closed": (load_folder_closed, True, _IMAGE_OPTIONS | {"val", "test"}),
+    "folder": (load_folder, True, _IMAGE_OPTIONS | _STREAM_OPTIONS | {"val", "test", "pairs"}),
+    "folder-closed": (load_folder_closed, True, _IMAGE_OPTIONS | _STREAM_OPTIONS | {"val", "test"}),
+    "rec": (load_rec, True, _IMAGE_OPTIONS | _STREAM_OPTIONS | {"val", "test", "pairs"}),
     "lfw": (load_lfw, True, _IMAGE_OPTIONS | {"pairs_file"}),
     "bin": (load_bin, True, _IMAGE_OPTIONS),
 }
@@ -152,8 +166,8 @@ def load(spec: str, *, seed: int = 0, device: str | torch.device = "cpu",
                          f"{', '.join(available())}")
     loader, needs_path, allowed = _KINDS[kind]
     if needs_path and not path:
-        raise ValueError(f"benchmark {kind!r} needs a path: write {kind}:DIR"
-                         + ("" if kind != "bin" else " (bin:FILE)"))
+        what = "FILE" if kind in ("bin", "rec") else "DIR"
+        raise ValueError(f"benchmark {kind!r} needs a path: write {kind}:{what}")
     if not needs_path and path:
         raise ValueError(f"benchmark {kind!r} takes no path; got {spec!r}")
     merged = {**spec_options, **options}

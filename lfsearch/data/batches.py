@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lfsearch.data.splits import LabelledImages
+from lfsearch.data.stream import StreamedImages
 
 
 def parse_augment(augment: str | None) -> tuple[int, bool]:
@@ -65,23 +66,27 @@ def augment_batch(images: Tensor, *, generator: torch.Generator, augment: str | 
     return out
 
 
-def batches(train: LabelledImages, batch_size: int, *, generator: torch.Generator,
-            augment: str | None = "none",
+def batches(train: LabelledImages | StreamedImages, batch_size: int, *,
+            generator: torch.Generator, augment: str | None = "none",
             drop_last: bool = False) -> Iterator[tuple[Tensor, Tensor]]:
     """Yield (images, labels) batches on the data's device: a permutation drawn from
-    `generator`; each batch's stored pixels normalised to float (`train.normalise`), then
-    `augment_batch` (see `parse_augment`; pass `Benchmark.augment`)."""
+    `generator`; each batch's stored pixels (indexed in memory, or decoded by the workers of a
+    `StreamedImages`) normalised to float (`train.normalise`), then `augment_batch` (see
+    `parse_augment`; pass `Benchmark.augment`). Both kinds of split give the same batches."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1; got {batch_size}")
     parse_augment(augment)
     n = len(train)
-    device = train.images.device
+    device = train.device
     order = _draw(generator, torch.randperm, n, device=device)
     stop = n - n % batch_size if drop_last else n
-    for start in range(0, stop, batch_size):
-        idx = order[start:start + batch_size]
-        images = train.normalise(train.images[idx])
+    chunks = [order[start:start + batch_size] for start in range(0, stop, batch_size)]
+    if isinstance(train, StreamedImages):
+        pixels = train.stream([c.cpu() for c in chunks])
+    else:
+        pixels = (train.images[idx] for idx in chunks)
+    for idx, raw in zip(chunks, pixels):
+        images = train.normalise(raw)
         if augment not in (None, "none", ""):
             images = augment_batch(images, generator=generator, augment=augment)
         yield images, train.labels[idx]
-

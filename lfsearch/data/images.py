@@ -38,21 +38,22 @@ def is_grey(img) -> bool:
     return img.mode in _GREY_MODES
 
 
-def decode_images(sources: list[Path | bytes], labels: list[str], *,
-                  size: tuple[int, int] | None,
-                  crop: tuple[int, int] | None, channels: int | None,
-                  default_channels: int | None = None) -> tuple[Tensor, int, tuple[int, int]]:
-    """Decode, centre-crop, convert and resize every image into uint8 (N, C, H, W).
+def probe(source: Path | bytes, label: str) -> tuple[tuple[int, int], bool]:
+    """((width, height), is grey) from the image's header."""
+    img = open_image(source, label)
+    try:
+        return img.size, is_grey(img)
+    finally:
+        img.close()
+
+
+def choose_geometry(headers: list[tuple[tuple[int, int], bool]], *, size: tuple[int, int] | None,
+                    crop: tuple[int, int] | None, channels: int | None,
+                    default_channels: int | None = None) -> tuple[tuple[int, int], int]:
+    """The (H, W) and channels images are decoded to, from their headers when not given.
 
     Default size: the common size when all images share one no larger than 112x112, else
     112x112. Default channels: 1 when every image is grey, else 3 (or `default_channels`)."""
-    from PIL import Image
-
-    headers = []
-    for src, label in zip(sources, labels):
-        img = open_image(src, label)
-        headers.append((img.size, is_grey(img)))
-        img.close()
     if channels is None:
         channels = default_channels or (1 if all(g for _, g in headers) else 3)
     if size is None:
@@ -62,23 +63,50 @@ def decode_images(sources: list[Path | bytes], labels: list[str], *,
             size = (h, w) if max(h, w) <= MAX_DEFAULT_SIDE else (MAX_DEFAULT_SIDE, MAX_DEFAULT_SIDE)
         else:
             size = (MAX_DEFAULT_SIDE, MAX_DEFAULT_SIDE)
+    return size, channels
+
+
+def decode_one(source: Path | bytes, label: str, *, size: tuple[int, int],
+               crop: tuple[int, int] | None, channels: int) -> np.ndarray:
+    """One image as uint8 (C, H, W): centre crop (source pixels), grey ("L") or RGB, bilinear
+    resize to `size`. The in-memory and the streamed paths both decode with this."""
+    from PIL import Image
+
     h, w = size
-    out = np.empty((len(sources), h, w, channels), np.uint8)
+    img = open_image(source, label)
+    try:
+        img.load()
+        if crop is not None:
+            ch, cw = crop
+            left, top = (img.width - cw) // 2, (img.height - ch) // 2
+            img = img.crop((left, top, left + cw, top + ch))
+        img = img.convert("L" if channels == 1 else "RGB")
+        if img.size != (w, h):
+            img = img.resize((w, h), Image.BILINEAR)
+        arr = np.asarray(img, dtype=np.uint8)
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise ValueError(f"cannot read image {label}: {exc}") from exc
+    return arr.reshape(h, w, channels).transpose(2, 0, 1)
+
+
+def decode_all(sources: list[Path | bytes], labels: list[str], *, size: tuple[int, int],
+               crop: tuple[int, int] | None, channels: int) -> Tensor:
+    """`decode_one` of every source, stacked into uint8 (N, C, H, W)."""
+    h, w = size
+    out = np.empty((len(sources), channels, h, w), np.uint8)
     for i, (src, label) in enumerate(zip(sources, labels)):
-        img = open_image(src, label)
-        try:
-            img.load()
-            if crop is not None:
-                ch, cw = crop
-                left, top = (img.width - cw) // 2, (img.height - ch) // 2
-                img = img.crop((left, top, left + cw, top + ch))
-            img = img.convert("L" if channels == 1 else "RGB")
-            if img.size != (w, h):
-                img = img.resize((w, h), Image.BILINEAR)
-            arr = np.asarray(img, dtype=np.uint8)
-        except (OSError, ValueError, SyntaxError) as exc:
-            raise ValueError(f"cannot read image {label}: {exc}") from exc
-        out[i] = arr.reshape(h, w, channels)
-    return torch.from_numpy(np.ascontiguousarray(out.transpose(0, 3, 1, 2))), channels, (h, w)
+        out[i] = decode_one(src, label, size=size, crop=crop, channels=channels)
+    return torch.from_numpy(out)
 
 
+def decode_images(sources: list[Path | bytes], labels: list[str], *,
+                  size: tuple[int, int] | None,
+                  crop: tuple[int, int] | None, channels: int | None,
+                  default_channels: int | None = None) -> tuple[Tensor, int, tuple[int, int]]:
+    """Decode every image into uint8 (N, C, H, W) (`decode_one`), with the size and channels
+    of `choose_geometry` over all their headers. Returns (images, channels, (H, W))."""
+    headers = [probe(src, label) for src, label in zip(sources, labels)]
+    hw, channels = choose_geometry(headers, size=size, crop=crop, channels=channels,
+                                   default_channels=default_channels)
+    images = decode_all(sources, labels, size=hw, crop=crop, channels=channels)
+    return images, channels, hw

@@ -63,8 +63,17 @@ def _parse_text(value: Any, name: str) -> str:
     return str(value)
 
 
+def _parse_stream(value: Any, name: str) -> str:
+    text = str(value).strip().lower()
+    if text not in ("auto", "yes", "no"):
+        raise ValueError(f"option {name}={value!r}: allowed values auto (stream the training "
+                         "split when it exceeds 1 GiB decoded), yes, no")
+    return text
+
+
 PARSERS: dict[str, Callable[[Any, str], Any]] = {
     "size": _parse_size, "crop": _parse_size, "channels": _parse_channels,
     "val": _parse_fraction, "test": _parse_fraction, "pairs": _parse_count(2),
-    "train_classes": _parse_count(1), "pairs_file": _parse_text,
+    "train_classes": _parse_count(1), "pairs_file": _parse_text, "stream": _parse_stream,
+    "workers": _parse_count(0), "prefetch": _parse_count(1),
 }

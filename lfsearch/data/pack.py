@@ -1,0 +1,111 @@
+"""Data tools behind `lfsearch data ...` (docs/data.md "Data tools"):
+
+pack_folder  identity folder -> PREFIX.rec + PREFIX.idx (+ `property`), insightface layout,
+             the original image bytes kept;
+summarise    a .rec's identity and image counts, and a contact sheet PNG;
+write_bin    an LFW-style pairs file + image folder -> an insightface verification .bin.
+Every output goes to a temporary file first and is renamed into place when complete.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+
+from lfsearch.data.folder import list_identities
+from lfsearch.data.images import decode_one, probe
+from lfsearch.data.lfw import LAYOUT as LFW_LAYOUT, read_pairs_file
+from lfsearch.data.rec import open_record_set
+from lfsearch.data.recordio import IRHeader, RecordWriter, index_path, read_property
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def pack_folder(root: Path, prefix: Path) -> dict:
+    """Write the identity folder `root` as PREFIX.rec/.idx: record 0's labels (N + 1, N + 1 + K),
+    images 1..N (IRHeader label = identity index, the file's bytes unchanged), then one record
+    per identity with labels (start, end); `property` ("K,H,W" of the first image) beside."""
+    coll = list_identities(Path(root))
+    src, n, k = coll.source, len(coll), len(coll.names)
+    rec = Path(f"{prefix}.rec")
+    if not rec.parent.is_dir():
+        raise FileNotFoundError(f"--out {prefix}: folder {rec.parent} does not exist")
+    (w, h), _ = probe(src.read(0), src.name(0))
+    writer = RecordWriter(rec, index_path(rec))
+    try:
+        writer.write(0, IRHeader(2, np.array([n + 1, n + 1 + k], np.float32), 0, 0), b"")
+        for i in range(n):
+            writer.write(i + 1, IRHeader(0, float(coll.identity[i]), i + 1, 0), src.read(i))
+        starts = np.searchsorted(coll.identity, np.arange(k + 1))
+        for j in range(k):
+            writer.write(n + 1 + j, IRHeader(2, np.array([starts[j] + 1, starts[j + 1] + 1],
+                                                         np.float32), n + 1 + j, 0), b"")
+        writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+    _atomic_write(rec.parent / "property", f"{k},{h},{w}\n".encode())
+    return {"rec": str(rec), "idx": str(index_path(rec)), "identities": k, "images": n}
+
+
+def summarise(path: Path, sheet: Path | None = None, *, per_identity: int = 8,
+              identities: int = 8, side: int = 64) -> dict:
+    """Identity and image counts of a .rec; with `sheet`, a PNG contact sheet: one row per
+    identity (the first `identities`), its first `per_identity` images at side x side."""
+    from PIL import Image
+
+    coll = open_record_set(Path(path))
+    counts = np.bincount(coll.identity, minlength=len(coll.names))
+    out = {"file": str(path), "identities": len(coll.names), "images": len(coll),
+           "images_per_identity": {"min": int(counts.min()), "median": float(np.median(counts)),
+                                   "max": int(counts.max())},
+           "property": read_property(Path(path).parent / "property")}
+    if sheet is not None:
+        rows = min(identities, len(coll.names))
+        canvas = Image.new("RGB", (per_identity * side, rows * side), "white")
+        for r in range(rows):
+            members = np.flatnonzero(coll.identity == r)[:per_identity]
+            for c, i in enumerate(members):
+                tile = decode_one(coll.source.read(int(i)), coll.source.name(int(i)),
+                                  size=(side, side), crop=None, channels=3)
+                canvas.paste(Image.fromarray(tile.transpose(1, 2, 0)), (c * side, r * side))
+        sheet = Path(sheet)
+        tmp = sheet.with_name(sheet.name + f".tmp{os.getpid()}")
+        try:
+            canvas.save(tmp, format="PNG")
+            os.replace(tmp, sheet)
+        finally:
+            tmp.unlink(missing_ok=True)
+        out["sheet"] = str(sheet)
+    return out
+
+
+def write_bin(pairs_file: Path, root: Path, out: Path) -> dict:
+    """An insightface verification .bin: pickle of (list of 2P image bytes, list of P is-same
+    bools), pair i = images 2i and 2i+1, from an LFW-style pairs file whose images are
+    ROOT/NAME/NAME_NNNN.jpg. The image files' bytes are stored unchanged."""
+    entries, _ = read_pairs_file(Path(pairs_file))
+    blobs, issame = [], []
+    for a, na, b, nb in entries:
+        for name, num in ((a, na), (b, nb)):
+            p = Path(root) / name / f"{name}_{num:04d}.jpg"
+            if not p.is_file():
+                raise FileNotFoundError(f"bin: image {p} (named in {pairs_file}) does not exist"
+                                        f"\n{LFW_LAYOUT}")
+            blobs.append(p.read_bytes())
+        issame.append(a == b)
+    _atomic_write(Path(out), pickle.dumps((blobs, issame), protocol=pickle.HIGHEST_PROTOCOL))
+    return {"bin": str(out), "pairs": len(issame), "same": int(sum(issame))}

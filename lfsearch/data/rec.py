@@ -1,0 +1,88 @@
+"""rec: an insightface RecordIO training set (train.rec + train.idx [+ property]) split by
+identity like folder (identities.py), its training split in memory or streamed. The format is
+recordio.py's; only the record index and the identity ranges are read up front."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from lfsearch.data import identities
+from lfsearch.data.collection import IdentityImages
+from lfsearch.data.pairs import DEFAULT_PAIRS
+from lfsearch.data.recordio import (LAYOUT, RecordFile, index_path, read_index, read_property,
+                                    read_record_at, unpack)
+from lfsearch.data.splits import Benchmark
+
+log = logging.getLogger(__name__)
+
+
+def _first_label(label) -> float:
+    return float(label) if np.ndim(label) == 0 else float(np.asarray(label).reshape(-1)[0])
+
+
+def open_record_set(path: Path) -> IdentityImages:
+    """The images of a .rec with their identities: from record 0's identity ranges when it
+    has them (insightface training sets), else from every image header's label."""
+    if not path.is_file():
+        raise FileNotFoundError(f"rec: file {path} does not exist\n{LAYOUT}")
+    index = read_index(index_path(path))
+    if not index:
+        raise ValueError(f"{index_path(path)} lists no records\n{LAYOUT}")
+
+    def header(f, key):
+        if key not in index:
+            raise ValueError(f"{path}: record {key} is not in {index_path(path).name}\n{LAYOUT}")
+        where = f"record {key} of {path}"
+        return unpack(read_record_at(f, index[key], where), where)[0]
+
+    with open(path, "rb") as f:
+        head = header(f, 0) if 0 in index else None
+        if head is not None and head.flag >= 2:
+            first_id, end_id = int(head.label[0]), int(head.label[1])
+            keys = np.arange(1, first_id, dtype=np.int64)
+            identity = np.full(len(keys), -1, np.int64)
+            names: list[str] = []
+            for j, key in enumerate(range(first_id, end_id)):
+                h = header(f, key)
+                if h.flag < 2:
+                    raise ValueError(f"{path}: identity record {key} has no (start, end) labels"
+                                     f"\n{LAYOUT}")
+                start, end = int(h.label[0]), int(h.label[1])
+                if not 1 <= start <= end <= first_id or (identity[start - 1:end - 1] != -1).any():
+                    raise ValueError(f"{path}: identity record {key} range [{start}, {end}) "
+                                     f"overlaps another or leaves images 1..{first_id - 1}")
+                if end > start:
+                    identity[start - 1:end - 1] = len(names)
+                    names.append(str(j))
+            if (identity < 0).any():
+                missing = int(keys[identity < 0][0])
+                raise ValueError(f"{path}: image record {missing} belongs to no identity record"
+                                 f"\n{LAYOUT}")
+        else:  # a plain .rec: every record is an image, its label the identity
+            keys = np.array(sorted(k for k in index if head is None or k != 0), np.int64)
+            labels = np.array([_first_label(header(f, int(k)).label) for k in keys])
+            values, identity = np.unique(labels, return_inverse=True)
+            names = [str(int(v)) if float(v).is_integer() else str(v) for v in values]
+    missing = [int(k) for k in keys if int(k) not in index]
+    if missing:
+        raise ValueError(f"{path}: image record {missing[0]} is not in "
+                         f"{index_path(path).name}\n{LAYOUT}")
+    prop = read_property(path.parent / "property")
+    if prop is not None and prop[0] != len(names):
+        log.warning("%s says %d identities; %s holds %d", path.parent / "property", prop[0],
+                    path.name, len(names))
+    offsets = np.array([index[int(k)] for k in keys], np.int64)
+    if len(names) < 2:
+        raise ValueError(f"rec: {path} holds {len(names)} identities; 2 or more needed\n{LAYOUT}")
+    return IdentityImages(RecordFile(path, keys, offsets), identity.astype(np.int64), names)
+
+
+def load_rec(path: Path, *, rng: np.random.Generator, size=None, crop=None, channels=None,
+             val: float = 0.2, test: float = 0.2, pairs: int = DEFAULT_PAIRS,
+             stream: str = "auto", workers: int | None = None, prefetch: int = 2) -> Benchmark:
+    return identities.by_identity("rec", open_record_set(path), rng=rng, size=size, crop=crop,
+                                  channels=channels, val=val, test=test, pairs=pairs,
+                                  stream=stream, workers=workers, prefetch=prefetch)

@@ -1,0 +1,190 @@
+"""insightface RecordIO: the reader against bytes built here by hand from the format
+description (struct.pack, not the project's writer), the writer against the same bytes, and
+`lfsearch data pack/show/bin` on the real faces of tests/data/orl_small."""
+
+from __future__ import annotations
+
+import io
+import json
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lfsearch import data
+from lfsearch.cli import main as cli_main
+from lfsearch.data import recordio
+
+ORL_SMALL = Path(__file__).resolve().parent / "data" / "orl_small"
+MAGIC = 0xCED7230A
+
+
+def png(value: int, size=(6, 5)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("L", size, value).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def hand_record(payload: bytes, cflag: int = 0) -> bytes:
+    """magic (uint32 LE), length word (cflag << 29 | length), payload, zero pad to 4 bytes."""
+    return (struct.pack("<II", MAGIC, (cflag << 29) | len(payload)) + payload
+            + b"\0" * (-len(payload) % 4))
+
+
+def ir(flag: int, label: float, rid: int, labels=()) -> bytes:
+    """IRHeader 'IfQQ' (flag, label, id, id2), then `flag` float32 labels."""
+    return struct.pack("<IfQQ", flag, label, rid, 0) + struct.pack(f"<{len(labels)}f", *labels)
+
+
+def write_hand_rec(folder: Path, images: list[tuple[int, bytes]], n_ids: int) -> Path:
+    """An insightface training set: record 0 labels (N+1, N+1+K), images 1..N (label =
+    identity), identity records (start, end); train.idx 'index<TAB>offset'; property."""
+    n = len(images)
+    records = [ir(2, 0.0, 0, (n + 1, n + 1 + n_ids))]
+    records += [ir(0, float(ident), i + 1) + blob for i, (ident, blob) in enumerate(images)]
+    ids = [ident for ident, _ in images]
+    for j in range(n_ids):
+        start = ids.index(j) + 1
+        records.append(ir(2, 0.0, n + 1 + j, (start, start + ids.count(j))))
+    rec, idx, offset = b"", [], 0
+    for key, payload in enumerate(records):
+        idx.append(f"{key}\t{offset}")
+        chunk = hand_record(payload)
+        rec += chunk
+        offset += len(chunk)
+    (folder / "train.rec").write_bytes(rec)
+    (folder / "train.idx").write_text("\n".join(idx) + "\n")
+    (folder / "property").write_text(f"{n_ids},5,6\n")
+    return folder / "train.rec"
+
+
+def test_the_reader_reads_a_hand_built_insightface_file(tmp_path):
+    images = [(0, png(10)), (0, png(20)), (1, png(30)), (1, png(40)), (1, png(50)), (2, png(60))]
+    path = write_hand_rec(tmp_path, images, 3)
+    coll = recordio_set(path)
+    assert coll.names == ["0", "1", "2"] and coll.identity.tolist() == [0, 0, 1, 1, 1, 2]
+    assert [coll.source.read(i) for i in range(6)] == [b for _, b in images]  # bytes unchanged
+    head, rest = coll.source.record(2)
+    assert (head.flag, head.label, head.id) == (0, 1.0, 3) and rest == images[2][1]
+    assert recordio.read_property(tmp_path / "property") == (3, 5, 6)
+
+
+def recordio_set(path):
+    from lfsearch.data.rec import open_record_set
+    return open_record_set(path)
+
+
+def test_a_payload_holding_the_magic_is_split_and_joined_as_dmlc_does(tmp_path):
+    magic = struct.pack("<I", MAGIC)
+    payload = b"abcd" + magic + b"efgh" + magic + b"xy"  # magics at aligned offsets 4 and 12
+    by_hand = (hand_record(b"abcd", 1)[:8 + 4] + struct.pack("<II", MAGIC, (2 << 29) | 4)
+               + b"efgh" + hand_record(b"xy", 3))
+    assert recordio.encode_record(payload) == by_hand
+    (tmp_path / "x.rec").write_bytes(b"junk" * 2 + by_hand)
+    with open(tmp_path / "x.rec", "rb") as f:
+        assert recordio.read_record_at(f, 8, "x") == payload
+        with pytest.raises(ValueError, match="bad magic 0x6b6e756a at offset 0"):
+            recordio.read_record_at(f, 0, "x")
+    unaligned = b"a" + magic + b"b"  # not on a 4-byte boundary: one plain record
+    assert recordio.encode_record(unaligned) == hand_record(unaligned)
+
+
+def test_pack_and_unpack_follow_the_irheader_layout():
+    head = recordio.IRHeader(0, 7.0, 5, 9)
+    assert recordio.pack(head, b"IMG") == struct.pack("<IfQQ", 0, 7.0, 5, 9) + b"IMG"
+    multi = recordio.pack(recordio.IRHeader(0, np.array([3.0, 8.0]), 1, 0), b"Z")
+    assert multi == struct.pack("<IfQQ", 2, 0.0, 1, 0) + struct.pack("<2f", 3.0, 8.0) + b"Z"
+    back, rest = recordio.unpack(multi)
+    assert back.flag == 2 and back.label.tolist() == [3.0, 8.0] and rest == b"Z"
+    with pytest.raises(ValueError, match="flag 5 needs 20 label bytes"):
+        recordio.unpack(struct.pack("<IfQQ", 5, 0.0, 0, 0) + b"abc")
+
+
+def test_pack_folder_writes_what_the_hand_reader_parses(tmp_path):
+    info = data.pack.pack_folder(ORL_SMALL, tmp_path / "train")
+    assert (info["identities"], info["images"]) == (8, 80)
+    raw = (tmp_path / "train.rec").read_bytes()
+    offsets = [int(line.split("\t")[1]) for line in
+               (tmp_path / "train.idx").read_text().splitlines()]
+    assert len(offsets) == 1 + 80 + 8
+    records = []
+    for off in offsets:  # parse by hand: magic, length word, IRHeader, labels, image
+        magic, word = struct.unpack_from("<II", raw, off)
+        assert magic == MAGIC and word >> 29 == 0
+        payload = raw[off + 8: off + 8 + (word & (2 ** 29 - 1))]
+        flag, label, rid, _ = struct.unpack_from("<IfQQ", payload)
+        labels = struct.unpack_from(f"<{flag}f", payload, 24)
+        records.append((flag, label, rid, labels, payload[24 + 4 * flag:]))
+    assert records[0][0] == 2 and records[0][3] == (81.0, 89.0)
+    files = sorted(ORL_SMALL.glob("s*/*.jpg"), key=lambda p: (p.parent.name, p.name))
+    for key in range(1, 81):
+        flag, label, rid, _, image = records[key]
+        assert (flag, rid) == (0, key) and image == files[key - 1].read_bytes()
+        assert label == sorted(p.name for p in ORL_SMALL.glob("s*")).index(
+            files[key - 1].parent.name)
+    assert [r[3] for r in records[81:]] == [(1 + 10 * j, 11 + 10 * j) for j in range(8)]
+    assert (tmp_path / "property").read_text() == "8,56,46\n"
+    assert not list(tmp_path.glob("*.tmp*"))
+
+
+def test_a_rec_benchmark_is_the_folder_benchmark_of_its_images(tmp_path):
+    data.pack.pack_folder(ORL_SMALL, tmp_path / "train")
+    opts = "?val=0.25&test=0.25&pairs=100&stream=no"
+    rec = data.load(f"rec:{tmp_path / 'train.rec'}{opts}", seed=0)
+    folder = data.load(f"folder:{ORL_SMALL}{opts}", seed=0)
+    assert rec.num_classes == folder.num_classes == 4 and rec.augment == folder.augment
+    assert torch.equal(rec.train.images, folder.train.images)
+    assert torch.equal(rec.train.labels, folder.train.labels)
+    assert torch.equal(rec.test.pairs, folder.test.pairs)
+    assert torch.equal(rec.val.images, folder.val.images)
+
+
+def test_rec_errors_name_the_file_and_the_layout(tmp_path):
+    with pytest.raises(FileNotFoundError, match="rec: file .* does not exist(.|\n)*train.idx"):
+        data.load(f"rec:{tmp_path / 'none.rec'}")
+    path = write_hand_rec(tmp_path, [(0, png(1)), (1, png(2))], 2)
+    (tmp_path / "train.idx").write_text("0\tzero\n")
+    with pytest.raises(ValueError, match="line 1: '0\\\\tzero' is not 'index<TAB>offset'"):
+        data.load(f"rec:{path}")
+    with pytest.raises(ValueError, match="needs a path: write rec:FILE"):
+        data.load("rec")
+
+
+def test_cli_data_pack_show_and_bin(tmp_path, capsys):
+    assert cli_main(["data", "pack", str(ORL_SMALL), "--out", str(tmp_path / "faces")]) == 0
+    assert "8 identities, 80 images" in capsys.readouterr().out
+    sheet = tmp_path / "sheet.png"
+    assert cli_main(["data", "show", str(tmp_path / "faces.rec"), "--sheet", str(sheet)]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert (shown["identities"], shown["images"]) == (8, 80)
+    assert shown["images_per_identity"] == {"min": 10, "median": 10.0, "max": 10}
+    img = Image.open(sheet)
+    assert img.format == "PNG" and img.size == (8 * 64, 8 * 64)
+    # LFW-style pairs over the ORL names: NAME/NAME_NNNN.jpg
+    lfw = tmp_path / "lfw"
+    for person in ("s1", "s2"):
+        (lfw / person).mkdir(parents=True)
+        for k in (1, 2):
+            (lfw / person / f"{person}_{k:04d}.jpg").write_bytes(
+                (ORL_SMALL / person / f"{k}.jpg").read_bytes())
+    (tmp_path / "pairs.txt").write_text("s1\t1\t2\ns1\t1\ts2\t2\ns2\t1\t2\ns2\t1\ts1\t2\n")
+    out = tmp_path / "v.bin"
+    assert cli_main(["data", "bin", str(tmp_path / "pairs.txt"), "--root", str(lfw),
+                     "--out", str(out)]) == 0
+    blobs, issame = pickle.loads(out.read_bytes())
+    assert issame == [True, False, True, False] and len(blobs) == 8
+    assert blobs[2] == (ORL_SMALL / "s1" / "1.jpg").read_bytes()
+    b = data.load(f"bin:{out}")
+    assert b.test.num_pairs == 4 and b.image_size == (56, 46)
+    # bad input: one line, exit 2, nothing written
+    assert cli_main(["data", "pack", str(tmp_path / "nowhere"), "--out",
+                     str(tmp_path / "x")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert cli_main(["data", "bin", str(tmp_path / "pairs.txt"), "--root", str(tmp_path),
+                     "--out", str(tmp_path / "y.bin")]) == 2
+    assert not (tmp_path / "x.rec").exists() and not (tmp_path / "y.bin").exists()
+    assert not list(tmp_path.glob("*.tmp*"))
