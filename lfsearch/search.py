@@ -207,7 +207,8 @@ class Search:
             chosen = default_metric(split) if metric == "auto" else metric
             known = evaluate.metric_names(split)
             if chosen not in known:
-                raise ValueError(f"reward.metric {chosen!r} is not measured on {name} "
+                raise ValueError(f"{self.config.get('_source', '<config>')}: reward.metric "
+                                 f"{chosen!r} is not measured on {name} "
                                  f"({spec}); allowed: auto, {', '.join(known)}")
             out.append(population.Validation(name, split, chosen, float(entry["weight"])))
         return out
