@@ -1,13 +1,32 @@
 """The `lfsearch` command line: one sub-command per job.
 
-Bad input (ValueError, FileNotFoundError, KeyError from configuration) is printed on one
-line as `lfsearch: error: ...` and the process exits with status 2.
+Bad input (ValueError, FileNotFoundError, KeyError from configuration, an argument argparse
+refuses, a path that cannot be created) is printed on one line as `lfsearch: error: ...` and
+the process exits with status 2. Ctrl-C and SIGTERM print `lfsearch: interrupted` and exit
+with status 130; a run folder is then marked interrupted (docs/faults.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: run folders are marked interrupted, a study's trial is
+    FAIL and queued again."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a bad argument in one line (not the whole usage) and exits 2."""
+
+    def error(self, message: str):
+        text = " ".join(message.split())
+        hint = f" (see {self.prog} --help)" if "required" in text or "invalid choice" in text \
+            else ""
+        self.exit(2, f"lfsearch: error: {text}{hint}\n")
 
 
 def _cmd_losses(args: argparse.Namespace) -> int:
@@ -175,8 +194,6 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_study(args: argparse.Namespace) -> int:
-    import signal
-
     from lfsearch.study import run_study
 
     def progress(event) -> None:
@@ -191,18 +208,12 @@ def _cmd_study(args: argparse.Namespace) -> int:
             print(f"trial {event.trial} {event.state}{value}{took} ({params}); "
                   f"{event.finished}/{event.target} finished", flush=True)
 
-    def terminate(signum, frame):  # SIGTERM ends the trial like Ctrl-C: FAIL and queued again
-        raise KeyboardInterrupt
-
-    old = signal.signal(signal.SIGTERM, terminate)
-    try:
-        summary = run_study(args.space, trials=args.trials, benchmark=args.benchmark,
-                            epochs=args.epochs, model=args.model, seed=args.seed,
-                            device=args.device, threads=args.threads, storage=args.storage,
-                            study_name=args.study_name, out=args.out, pruner=args.pruner,
-                            progress=progress)
-    finally:
-        signal.signal(signal.SIGTERM, old)
+    # SIGTERM ends the trial like Ctrl-C: FAIL and queued again (main() installs it)
+    summary = run_study(args.space, trials=args.trials, benchmark=args.benchmark,
+                        epochs=args.epochs, model=args.model, seed=args.seed,
+                        device=args.device, threads=args.threads, storage=args.storage,
+                        study_name=args.study_name, out=args.out, pruner=args.pruner,
+                        progress=progress)
     states = ", ".join(f"{n} {s.lower()}" for s, n in summary["states"].items())
     print(f"study {summary['study_name']}: {summary['finished_trials']}/"
           f"{summary['target_trials']} finished ({states})")
@@ -242,7 +253,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="lfsearch",
         description="Search margin-based softmax losses while a network trains "
         "(Random-Softmax, Search-Softmax, AM-LFS) and compare them with hand-crafted margins.",
@@ -404,21 +415,43 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminate(signum, frame):
+    raise Terminated
+
+
+def _os_error(exc: OSError) -> str:
+    """An OSError in words, with the file it is about."""
+    from lfsearch.paths import describe_os_error
+
+    name = exc.filename
+    if name is None:
+        return " ".join(str(exc).split())
+    return f"{name}: {describe_os_error(exc, name)}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, NotADirectoryError) as exc:
-        message = " ".join(str(exc).split())
-        print(f"lfsearch: error: {message}", file=sys.stderr)
-        return 2
     except BrokenPipeError:  # e.g. `lfsearch losses | head`
         sys.stderr.close()
         return 0
+    except (ValueError, OSError) as exc:
+        # our own messages (errno None), or the OS's about a file, in words
+        message = _os_error(exc) if isinstance(exc, OSError) and exc.errno is not None \
+            else " ".join(str(exc).split())
+        print(f"lfsearch: error: {message}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("lfsearch: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -45,12 +45,14 @@ import pandas as pd
 
 from lfsearch import config as config_mod
 from lfsearch import tuning
+from lfsearch import paths
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SPACES = ("softmax", "cosface", "arcface", "random_softmax", "search_softmax")
 BASELINE = "softmax"
 CONFIDENCE = 0.95
+MAX_SEEDS = 1000  # a count beyond this is a typo, not a compare
 
 
 # ------------------------------------------------------------------------------- statistics
@@ -338,25 +340,32 @@ def parse_seeds(seeds: int | str | Iterable[int]) -> list[int]:
     if isinstance(seeds, bool):
         raise ValueError("--seeds must be a count (5) or a list (0,3,7 or 2-4)")
     if isinstance(seeds, int):
-        if seeds < 1:
-            raise ValueError(f"--seeds must be >= 1 (a count) or a list; got {seeds}")
+        if not 1 <= seeds <= MAX_SEEDS:
+            raise ValueError(f"--seeds must be a count in [1, {MAX_SEEDS}] or a list "
+                             f"(0,3,7 or 2-4); got {seeds}")
         return list(range(seeds))
     if isinstance(seeds, str):
         text = seeds.strip()
-        try:
-            if text.isdigit():
-                return parse_seeds(int(text))
-            out: list[int] = []
-            for part in filter(None, (p.strip() for p in text.split(","))):
-                lo, dash, hi = part.partition("-")
-                out.extend(range(int(lo), int(hi) + 1) if dash else [int(part)])
-        except ValueError:
-            raise ValueError(f"--seeds must be a count (5) or a list (0,3,7 or 2-4); "
-                             f"got {seeds!r}") from None
+        if text.isdigit():
+            return parse_seeds(int(text))
+        out: list[int] = []
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            lo, dash, hi = part.partition("-")
+            if not (lo.strip().isdigit() and (not dash or hi.strip().isdigit())):
+                raise ValueError(f"--seeds must be a count (5) or a list (0,3,7 or 2-4); "
+                                 f"got {seeds!r}")
+            if dash and int(hi) - int(lo) >= MAX_SEEDS:
+                raise ValueError(f"--seeds {part}: more than {MAX_SEEDS} seeds")
+            out.extend(range(int(lo), int(hi) + 1) if dash else [int(part)])
+            if len(out) > MAX_SEEDS:
+                raise ValueError(f"--seeds: more than {MAX_SEEDS} seeds")
         seeds = out
     values = [int(s) for s in seeds]
     if not values or any(s < 0 for s in values) or len(set(values)) != len(values):
         raise ValueError(f"--seeds must list distinct integers >= 0; got {values}")
+    if len(values) > MAX_SEEDS or max(values) > config_mod.MAX_SEED:
+        raise ValueError(f"--seeds must list at most {MAX_SEEDS} seeds, each in "
+                         f"[0, {config_mod.MAX_SEED}]")
     return values
 
 
@@ -573,6 +582,7 @@ def compare(benchmarks: Sequence[str], spaces: str | Sequence[str] = DEFAULT_SPA
                              "epochs x candidates) or --tune-budget N (candidate-epochs)")
         specs += tuning.plan_tuned(benchmarks, tuned, seed_list, out, overrides, tune_budget)
     created = not out.exists()
+    paths.make_folder(out)  # an --out that cannot be created is refused before any run
     done: dict[str, str] = {}
     try:
         for i, spec in enumerate(specs):

@@ -23,6 +23,7 @@ as a TOML file that `load` reads back unchanged, so a run's config.toml re-runs 
 from __future__ import annotations
 
 import copy
+import math
 import os
 import sys
 from pathlib import Path
@@ -87,6 +88,7 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "compile": False,    # torch.compile the backbone (worth it on a GPU for long runs)
 }
 RUN_DEFAULTS: dict[str, Any] = {"seed": 0, "device": "auto", "threads": 0}  # 0: PyTorch's default
+MAX_SEED = 2**32 - 1  # numpy's and many generators' limit
 
 
 def find_space(name_or_path: str | os.PathLike) -> Path:
@@ -112,9 +114,14 @@ def load(name_or_path: str | os.PathLike) -> dict[str, Any]:
     """Read and validate a search-space file; returns the resolved configuration dict."""
     path = find_space(name_or_path)
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not a TOML text file (byte {exc.object[exc.start]:#04x} at "
+                         f"offset {exc.start} is not UTF-8)") from None
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"{path}: not valid TOML: {exc}") from None
+    except IsADirectoryError:
+        raise ValueError(f"{path}: is a folder, not a TOML file") from None
     return validate(raw, source=str(path))
 
 
@@ -152,8 +159,12 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write text to `path` through a temporary file and a rename, so no half file is left."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def param_specs(config: dict[str, Any]) -> list[ParamSpec]:
@@ -182,6 +193,12 @@ def controller_settings(config: dict[str, Any]) -> dict[str, Any]:
 def controller_updates(config: dict[str, Any]) -> int:
     """How many times the controller learns in a run: once per interval, ceil(epochs / k)."""
     return -(-config["training"]["epochs"] // config["controller"].get("interval", 1))
+
+
+def _is_number(value: Any) -> bool:
+    """A finite int or float (not a bool, not a string)."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))
 
 
 def _require(cond: bool, source: str, key: str, allowed: str) -> None:
@@ -246,7 +263,7 @@ def _check_test(raw: Any, config: dict[str, Any], source: str) -> dict[str, Any]
 
 def validate(raw: dict[str, Any], source: str = "<config>") -> dict[str, Any]:
     """Check every section, fill defaults and return a new resolved configuration."""
-    from lfsearch import controllers, losses
+    from lfsearch import controllers, losses, models
 
     unknown = sorted(k for k in raw if k not in SECTIONS and not k.startswith("_"))
     if unknown:
@@ -274,12 +291,18 @@ def validate(raw: dict[str, Any], source: str = "<config>") -> dict[str, Any]:
         _require(isinstance(spec, dict), source, where, "a table with init, low, high")
         _check_keys(spec, PARAM_KEYS, source, where)
         for key in ("init", "low", "high"):
-            _require(isinstance(spec.get(key), (int, float)) and not isinstance(spec.get(key), bool),
-                     source, f"{where}.{key}", "a number")
+            _require(_is_number(spec.get(key)), source, f"{where}.{key}",
+                     f"a finite number (got {spec.get(key)!r})")
         _require(spec["low"] <= spec["init"] <= spec["high"], source, f"{where}.init",
                  f"within [low, high] = [{spec['low']}, {spec['high']}] (got {spec['init']})")
         count = spec.get("count", 1)
-        _require(isinstance(count, int) and count >= 1, source, f"{where}.count", "an integer >= 1")
+        _require(isinstance(count, int) and not isinstance(count, bool) and count >= 1, source,
+                 f"{where}.count", "an integer >= 1")
+        _require(isinstance(spec.get("log", False), bool), source, f"{where}.log",
+                 f"true or false (got {spec.get('log')!r})")
+        if spec.get("log", False):
+            _require(spec["low"] > 0, source, f"{where}.low",
+                     f"> 0 with log = true (got {spec['low']!r})")
     config["loss"] = loss
 
     controller = dict(raw["controller"])
@@ -315,8 +338,10 @@ def validate(raw: dict[str, Any], source: str = "<config>") -> dict[str, Any]:
         _check_keys(entry, VALIDATION_KEYS, source, f"reward.validation[{i}]")
         entry.setdefault("benchmark", "main")
         entry.setdefault("weight", 1.0)
-        _require(isinstance(entry["weight"], (int, float)) and entry["weight"] > 0, source,
-                 f"reward.validation[{i}].weight", "a number > 0")
+        _require(_is_number(entry["weight"]) and entry["weight"] > 0, source,
+                 f"reward.validation[{i}].weight", f"a finite number > 0 (got {entry['weight']!r})")
+        _require(isinstance(entry["benchmark"], str) and entry["benchmark"], source,
+                 f"reward.validation[{i}].benchmark", "\"main\" or a benchmark spec")
     config["reward"] = reward
 
     training = {**TRAINING_DEFAULTS, **raw.get("training", {})}
@@ -325,12 +350,20 @@ def validate(raw: dict[str, Any], source: str = "<config>") -> dict[str, Any]:
         v = training[key]
         _require(isinstance(v, int) and not isinstance(v, bool) and v >= 1, source,
                  f"training.{key}", f"an integer >= 1 (got {v!r})")
-    for key in ("lr",):
-        _require(isinstance(training[key], (int, float)) and training[key] > 0, source,
-                 f"training.{key}", f"a number > 0 (got {training[key]!r})")
-    for key in ("momentum", "weight_decay", "lr_gamma", "lr_power"):
-        _require(isinstance(training[key], (int, float)) and training[key] >= 0, source,
-                 f"training.{key}", f"a number >= 0 (got {training[key]!r})")
+    for key in ("lr", "lr_gamma"):
+        _require(_is_number(training[key]) and training[key] > 0, source,
+                 f"training.{key}", f"a finite number > 0 (got {training[key]!r})")
+    _require(_is_number(training["weight_decay"]) and training["weight_decay"] >= 0, source,
+             "training.weight_decay", f"a finite number >= 0 (got {training['weight_decay']!r})")
+    _require(_is_number(training["momentum"]) and 0 <= training["momentum"] < 1, source,
+             "training.momentum", f"a number in [0, 1) (got {training['momentum']!r})")
+    steps = training["lr_steps"]
+    _require(isinstance(steps, list) and all(isinstance(e, int) and not isinstance(e, bool)
+                                             and e >= 1 for e in steps)
+             and all(a < b for a, b in zip(steps, steps[1:])), source, "training.lr_steps",
+             f"a list of increasing epoch numbers >= 1, e.g. [30, 60] (got {steps!r})")
+    _require(_is_number(training["lr_power"]) and training["lr_power"] >= 0, source,
+             "training.lr_power", f"a finite number >= 0 (got {training['lr_power']!r})")
     _require(training["optimizer"] in OPTIMIZERS, source, "training.optimizer",
              f"one of {', '.join(OPTIMIZERS)} (got {training['optimizer']!r})")
     _require(training["lr_schedule"] in LR_SCHEDULES, source, "training.lr_schedule",
@@ -357,12 +390,16 @@ def validate(raw: dict[str, Any], source: str = "<config>") -> dict[str, Any]:
              f"true or false (got {training['compile']!r})")
     _require(isinstance(training["benchmark"], str) and training["benchmark"], source,
              "training.benchmark", "a benchmark spec such as digits or mnist:DIR")
+    _require(training["model"] == "auto" or training["model"] in models.available(), source,
+             "training.model", f"auto or one of {', '.join(models.available())} "
+             f"(got {training['model']!r})")
     config["training"] = training
 
     run = {**RUN_DEFAULTS, **raw.get("run", {})}
     _check_keys(run, RUN_KEYS, source, "run")
-    _require(isinstance(run["seed"], int) and not isinstance(run["seed"], bool) and run["seed"] >= 0,
-             source, "run.seed", f"an integer >= 0 (got {run['seed']!r})")
+    _require(isinstance(run["seed"], int) and not isinstance(run["seed"], bool)
+             and 0 <= run["seed"] <= MAX_SEED,
+             source, "run.seed", f"an integer in [0, {MAX_SEED}] (got {run['seed']!r})")
     _require(isinstance(run["threads"], int) and not isinstance(run["threads"], bool)
              and run["threads"] >= 0, source, "run.threads",
              f"an integer >= 0, 0 for PyTorch's default (got {run['threads']!r})")
@@ -382,14 +419,19 @@ def validate(raw: dict[str, Any], source: str = "<config>") -> dict[str, Any]:
     except (ValueError, TypeError) as exc:
         raise ValueError(f"{source}: [controller]: {exc}") from None
     try:
-        initial = {s.name: s.init for s in specs}
         head = losses.build(name, embedding_size=8, num_classes=4, **loss_arguments(config))
-        if initial:
-            head.set_params(**initial)
         if hasattr(head, "check_ranges") and specs:  # a loss that needs a safe search box
             head.check_ranges({s.name: (s.low, s.high) for s in specs})
     except (ValueError, TypeError) as exc:
         raise ValueError(f"{source}: [loss]: {exc}") from None
+    initial = {s.name: s.init for s in specs}
+    for spec in specs:  # init, and each bound with the others at init, must be accepted
+        base = spec.name if spec.name in params else spec.name.rsplit("_", 1)[0]
+        for key in ("init", "low", "high"):
+            try:
+                head.set_params(**{**initial, spec.name: getattr(spec, key)})
+            except (ValueError, TypeError) as exc:
+                raise ValueError(f"{source}: loss.params.{base}.{key}: {exc}") from None
     if "study" in raw:  # what `lfsearch study` varies (study_space.py); ignored by a search
         config["study"] = study_space.check_section(raw["study"], config, source, validate)
     return config

@@ -79,6 +79,8 @@ T_DOMAIN = (-1.0, 1.0)
 
 # ----------------------------------------------------------------------------- checks
 def _number(name: str, value, allowed: str) -> float:
+    if isinstance(value, (str, bytes)):  # "16" is text, not a number (float() would take it)
+        raise ValueError(f"{name} must be a number in {allowed}; got the text {value!r}")
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         try:
             value = float(value)  # numpy scalars, 0-d tensors

@@ -231,7 +231,8 @@ class Search:
                 m for m in config_mod.REWARD_METRICS if m not in ("auto", "accuracy")
                 and (m != "rank1" or split.labels is not None))
             if metric != "auto" and metric not in measured:
-                raise ValueError(f"reward.metric {metric!r} is not measured on {name} (a "
+                raise ValueError(f"{self.config.get('_source', '<config>')}: "
+                                 f"reward.metric {metric!r} is not measured on {name} (a "
                                  f"{split.protocol} split); allowed: auto, {', '.join(measured)}")
             out.append(population.Validation(
                 name, split, default_metric(split) if metric == "auto" else metric,

@@ -66,6 +66,7 @@ from typing import Any, Callable
 
 import lfsearch
 from lfsearch import config as config_mod
+from lfsearch import paths
 from lfsearch.search import Search, default_run_name, derive_seed
 from lfsearch.study_space import (PRUNERS, StudyParam, check_section, current_values,
                                   default_params, set_values, study_params, study_settings)
@@ -110,6 +111,37 @@ def _quiet_optuna():
         optuna.logging.set_verbosity(old)
 
 
+class _DropInterruptedTrialLog(logging.Filter):
+    """Drops Optuna's "Trial N failed ... KeyboardInterrupt" warning (with its traceback) and
+    the "Trial N failed with value None" line after it: Ctrl-C or SIGTERM is not a bug, and
+    the command line reports it in one line (the trial is FAIL and queued again)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dropped = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, KeyboardInterrupt):
+            self.dropped = True
+            return False
+        if self.dropped and "failed with value" in record.getMessage():
+            self.dropped = False
+            return False
+        return True
+
+
+@contextlib.contextmanager
+def _no_interrupt_traceback():
+    logger = logging.getLogger("optuna.study._optimize")
+    drop = _DropInterruptedTrialLog()
+    logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        logger.removeFilter(drop)
+
+
 def mask_url(url: str) -> str:
     """The storage URL with its password replaced by ***."""
     return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
@@ -129,10 +161,14 @@ def open_storage(url: str):
             if not path:
                 raise ValueError("--storage journal:PATH needs a file path, e.g. "
                                  "journal:runs/study.log")
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            paths.make_folder(Path(path).parent, "the journal's folder")
             from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-            return JournalStorage(JournalFileBackend(path))
+            try:
+                return JournalStorage(JournalFileBackend(path))
+            except OSError as exc:
+                raise ValueError(f"--storage {url}: cannot open the journal file: "
+                                 f"{paths.describe_os_error(exc, path)}") from None
         if "://" not in url:
             raise ValueError(f"--storage {mask_url(url)!r} is not a storage; allowed: "
                              "journal:PATH, sqlite:///FILE, postgresql://USER[:PASSWORD]@HOST"
@@ -148,7 +184,7 @@ def open_storage(url: str):
         if dialect == "sqlite":
             db = url.split(":///", 1)[1] if ":///" in url else ""
             if db and db != ":memory:":
-                Path(db).parent.mkdir(parents=True, exist_ok=True)
+                paths.make_folder(Path(db).parent, "the SQLite file's folder")
             kwargs = {"engine_kwargs": {"connect_args": {"timeout": 60}}}
         else:
             kwargs = {"heartbeat_interval": HEARTBEAT_INTERVAL_S, "grace_period": HEARTBEAT_GRACE_S,
@@ -156,17 +192,49 @@ def open_storage(url: str):
                       "engine_kwargs": {"pool_pre_ping": True}}
         for attempt in range(6):
             try:
-                return optuna.storages.RDBStorage(url, **kwargs)
-            except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+                with _creation_lock(url if dialect == "sqlite" else None):
+                    return optuna.storages.RDBStorage(url, **kwargs)
+            except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError,
+                    sqlalchemy.exc.OperationalError) as exc:
                 # workers starting together on an empty database race to create its tables
-                if attempt == 5:
-                    raise
+                # ("table studies already exists", a duplicate version row, a locked file)
+                racing = not isinstance(exc, sqlalchemy.exc.OperationalError) or \
+                    any(w in str(exc) for w in ("already exists", "database is locked"))
+                if attempt == 5 or not racing:
+                    text = str(exc).strip()
+                    first = text.splitlines()[0] if text else type(exc).__name__
+                    raise ValueError(f"--storage {mask_url(url)}: cannot open it: "
+                                     f"{first}") from None
                 time.sleep(0.2 * (attempt + 1) + 0.1 * (os.getpid() % 7))
             except (sqlalchemy.exc.SQLAlchemyError, ImportError) as exc:
                 text = str(exc).strip()
                 first = text.splitlines()[0] if text else type(exc).__name__
                 raise ValueError(f"--storage {mask_url(url)}: cannot open it: {first}") from None
         raise AssertionError("unreachable")
+
+
+@contextlib.contextmanager
+def _creation_lock(url: str | None):
+    """For a SQLite file: an exclusive flock on its folder while Optuna creates (or checks) its
+    tables, so that workers started together do not race; a no-op elsewhere."""
+    folder = None
+    if url is not None and ":///" in url:
+        db = url.split(":///", 1)[1]
+        if db and db != ":memory:":
+            folder = Path(db).parent
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: the retries above still apply
+        fcntl = None
+    if folder is None or fcntl is None:
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def _postgres_driver(url: str, driver: str) -> str:
@@ -420,9 +488,16 @@ def run_study(space: str | os.PathLike, *, trials: int, benchmark: str | None = 
     folder = Path(out) if out is not None else Path(runs_dir) / _safe(name)
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"--out {folder} exists and is not a folder")
-    folder.mkdir(parents=True, exist_ok=True)
+    check_folder_owner(folder, name)
+    created = not folder.exists()
+    paths.make_folder(folder)
     url = storage if storage is not None else default_storage(folder)
-    storage_obj = open_storage(url)
+    try:
+        storage_obj = open_storage(url)
+    except BaseException:
+        if created and not any(folder.iterdir()):
+            folder.rmdir()  # bad input leaves no empty folder behind
+        raise
     label = mask_url(url)
     run_seed = config["run"]["seed"]
 
@@ -435,6 +510,7 @@ def run_study(space: str | os.PathLike, *, trials: int, benchmark: str | None = 
         raise ValueError(f"study {name!r} in {label} minimises; lfsearch studies maximise the "
                          "validation reward: give another --study-name")
     _check_identity(study, _fingerprint(config, params), label)
+    claim_folder(folder, name)
     recovered = recover_stale_trials(study, target=trials)
     first = current_values(config, params) if first_trial_at_file_values else {}
     if first and not study.get_trials(deepcopy=False):
@@ -501,7 +577,7 @@ def run_study(space: str | os.PathLike, *, trials: int, benchmark: str | None = 
     t0 = time.perf_counter()
     try:
         if remaining > 0:
-            with _quiet_optuna():
+            with _quiet_optuna(), _no_interrupt_traceback():
                 study.optimize(objective, n_trials=remaining, callbacks=[after_trial],
                                catch=())
     except BaseException as exc:  # the trial is FAIL (Optuna); an interrupted one runs again
@@ -519,6 +595,36 @@ def run_study(space: str | os.PathLike, *, trials: int, benchmark: str | None = 
     summary["recovered_trials"] = recovered
     summary["seconds_this_worker"] = round(time.perf_counter() - t0, 3)
     return summary
+
+
+OWNER_FILE = "study_name.txt"
+
+
+def _folder_owner(folder: Path) -> str | None:
+    """The study a folder belongs to: its study_name.txt, else its study.json's study_name."""
+    try:
+        return (folder / OWNER_FILE).read_text().strip() or None
+    except OSError:
+        pass
+    try:
+        return json.loads((folder / "study.json").read_text()).get("study_name")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def check_folder_owner(folder: Path, name: str) -> None:
+    """Refuse a study folder that holds another study: their trials/<number> folders and
+    trials.csv would overwrite each other (docs/faults.md)."""
+    owner = _folder_owner(folder)
+    if owner is not None and owner != name:
+        raise ValueError(f"--out {folder} holds study {owner!r}; give study {name!r} its own "
+                         f"--out (or --study-name {owner} to continue that one)")
+
+
+def claim_folder(folder: Path, name: str) -> None:
+    """Record which study a folder belongs to (written once, atomically)."""
+    if _folder_owner(folder) is None:
+        config_mod.atomic_write_text(folder / OWNER_FILE, name + "\n")
 
 
 def _safe(name: str) -> str:
