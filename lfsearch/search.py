@@ -531,8 +531,13 @@ def search(space: str | os.PathLike, *, benchmark: str | None = None, epochs: in
             check_run_dir(out, resume=True, force=force)
             config = config_mod.load(out / "config.toml")
             given = {k: v for k, v in overrides.items() if v is not None}
+            # where and on how many threads a run continues does not change what it is
+            # (as in compare); a CPU run repeats bit-exactly only with the same thread count
+            execution = {k: given.pop(k) for k in ("device", "threads") if k in given}
             changed = sorted(k for k, v in given.items()
                              if config_mod.resolve(config, **{k: v}) != config)
+            if execution and not changed:
+                config = config_mod.resolve(config, **execution)
             if changed:
                 raise ValueError(f"--resume continues {out} with its own config.toml; drop the "
                                  f"overrides that change it ({', '.join(changed)}) or use --force")

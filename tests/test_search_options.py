@@ -215,6 +215,27 @@ def test_a_run_stopped_inside_an_interval_resumes_to_the_same_results(tmp_path):
         assert (stopped / name).read_text() == (tmp_path / "whole" / name).read_text(), name
 
 
+
+def test_resume_accepts_where_it_runs_but_not_what_it_is(tmp_path):
+    """--threads and --device (what compare passes to every run) may differ on resume;
+    an override that changes the run (epochs) is refused."""
+    config = space(epochs=2, candidates=2, training={"batch_size": 256})
+    run(config, tmp_path / "whole")
+
+    def stop_in_last_epoch(event):  # epochs count from 0
+        if event.kind == "candidate" and event.epoch == 1:
+            raise Stop
+
+    with pytest.raises(Stop):
+        run(config, tmp_path / "stopped", progress=stop_in_last_epoch)
+    stopped = tmp_path / "stopped"
+    with pytest.raises(ValueError, match=r"drop the overrides that change it \(epochs\)"):
+        search("search_softmax", out=stopped, resume=True, epochs=5, threads=1)
+    search("search_softmax", out=stopped, resume=True, threads=torch.get_num_threads(),
+           device="cpu")
+    for name in ("epochs.csv", "results.json"):
+        assert (stopped / name).read_text() == (tmp_path / "whole" / name).read_text(), name
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
