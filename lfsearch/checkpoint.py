@@ -63,7 +63,9 @@ def read(path: str | os.PathLike, map_location: Any = None) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as exc:  # zip / pickle / EOF errors of a truncated or foreign file
-        reason = " ".join(str(exc).split())[:120] or type(exc).__name__
+        # the library's first sentence ("PytorchStreamReader failed reading zip archive:
+        # failed finding central directory"), not its advice to file a bug
+        reason = " ".join(str(exc).split()).split(". ")[0][:160] or type(exc).__name__
         raise DamagedCheckpoint(f"{path} is damaged or truncated ({reason})") from None
     missing = [k for k in KEYS if not isinstance(ckpt, dict) or k not in ckpt]
     if missing:

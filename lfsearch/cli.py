@@ -82,7 +82,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
                          resume=args.resume, force=args.force, progress=progress,
                          dist_timeout=args.dist_timeout, test_benchmarks=args.test_benchmark)
     except RankFailure as exc:  # under torchrun: a rank died, hung or was stopped
-        print(f"lfsearch: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        print(f"lfsearch: error: {one_line(str(exc))}", file=sys.stderr)
         return 1
     finally:
         if bar is not None:
@@ -419,13 +419,23 @@ def _terminate(signum, frame):
     raise Terminated
 
 
+def one_line(text: str) -> str:
+    """A message on one line: its lines joined by '; ' (or a space after a line ending in ':'
+    or ','), runs of blanks made one."""
+    parts = [" ".join(line.split()) for line in str(text).splitlines()]
+    out = ""
+    for part in filter(None, parts):
+        out = part if not out else out + (" " if out.endswith((":", ",", ";")) else "; ") + part
+    return out
+
+
 def _os_error(exc: OSError) -> str:
     """An OSError in words, with the file it is about."""
     from lfsearch.paths import describe_os_error
 
     name = exc.filename
     if name is None:
-        return " ".join(str(exc).split())
+        return one_line(str(exc))
     return f"{name}: {describe_os_error(exc, name)}"
 
 
@@ -443,7 +453,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as exc:
         # our own messages (errno None), or the OS's about a file, in words
         message = _os_error(exc) if isinstance(exc, OSError) and exc.errno is not None \
-            else " ".join(str(exc).split())
+            else one_line(str(exc))
         print(f"lfsearch: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -125,6 +125,13 @@ def load(name_or_path: str | os.PathLike) -> dict[str, Any]:
     return validate(raw, source=str(path))
 
 
+#: the section of each override `resolve` accepts (test_benchmarks: [test] benchmarks)
+OVERRIDE_SECTIONS = {"benchmark": "training", "model": "training", "epochs": "training",
+                     "batch_size": "training", "embedding_size": "training", "lr": "training",
+                     "candidates": "controller", "seed": "run", "device": "run",
+                     "threads": "run", "test_benchmarks": "test"}
+
+
 def resolve(config: dict[str, Any], **overrides: Any) -> dict[str, Any]:
     """Apply command-line overrides (None means 'not given') and validate the result.
 
@@ -133,10 +140,7 @@ def resolve(config: dict[str, Any], **overrides: Any) -> dict[str, Any]:
     """
     config = copy.deepcopy(config)
     source = config.get("_source", "<overrides>")
-    sections = {"benchmark": "training", "model": "training", "epochs": "training",
-                "batch_size": "training", "embedding_size": "training", "lr": "training",
-                "candidates": "controller", "seed": "run", "device": "run", "threads": "run",
-                "test_benchmarks": "test"}
+    sections = OVERRIDE_SECTIONS
     for key, value in overrides.items():
         if value is None:
             continue
@@ -156,12 +160,20 @@ def dump(config: dict[str, Any], path: str | os.PathLike) -> None:
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write text to `path` through a temporary file and a rename, so no half file is left."""
+    """Write text to `path` through a temporary file and a rename, so no half file is left.
+
+    An OSError names `path` (the file asked for), not the temporary file."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         tmp.write_text(text)
         os.replace(tmp, path)
+    except OSError as exc:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:  # e.g. a parent that is a file: no temporary file was made
+            pass
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -539,8 +539,16 @@ def search(space: str | os.PathLike, *, benchmark: str | None = None, epochs: in
             if execution and not changed:
                 config = config_mod.resolve(config, **execution)
             if changed:
+                def was(key: str) -> Any:
+                    if key == "test_benchmarks":
+                        return config.get("test", {}).get("benchmarks", [])
+                    return config[config_mod.OVERRIDE_SECTIONS[key]].get(key)
+
+                told = "; ".join(f"--{k.replace('_', '-')} {given[k]!r}, the run has {was(k)!r}"
+                                 for k in changed)
                 raise ValueError(f"--resume continues {out} with its own config.toml; drop the "
-                                 f"overrides that change it ({', '.join(changed)}) or use --force")
+                                 f"overrides that change it ({told}) or start again with "
+                                 "--force; only --threads and --device may differ")
         else:
             config = config_mod.resolve(config_mod.load(space), **overrides)
             out = Path(out) if out is not None else Path(runs_dir) / default_run_name(config)

@@ -18,6 +18,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 from lfsearch import config as config_mod
+from lfsearch.paths import describe_os_error
 
 
 def space_path(name: str) -> Path:
@@ -82,7 +83,10 @@ def copy_space(name: str, dest: str | os.PathLike, *, force: bool = False) -> Pa
         os.replace(tmp, target)
     except OSError as exc:
         raise ValueError(f"DEST {str(target)!r} cannot be written: "
-                         f"{exc.strerror or exc}") from None
+                         f"{describe_os_error(exc, target)}") from None
     finally:
-        tmp.unlink(missing_ok=True)
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:  # its folder could not be made: there is no temporary file
+            pass
     return target

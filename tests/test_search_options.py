@@ -229,7 +229,7 @@ def test_resume_accepts_where_it_runs_but_not_what_it_is(tmp_path):
     with pytest.raises(Stop):
         run(config, tmp_path / "stopped", progress=stop_in_last_epoch)
     stopped = tmp_path / "stopped"
-    with pytest.raises(ValueError, match=r"drop the overrides that change it \(epochs\)"):
+    with pytest.raises(ValueError, match=r"drop the overrides that change it \(--epochs 5, the run has 2\)"):
         search("search_softmax", out=stopped, resume=True, epochs=5, threads=1)
     search("search_softmax", out=stopped, resume=True, threads=torch.get_num_threads(),
            device="cpu")
