@@ -38,7 +38,7 @@ def test_poly_and_warmup_learning_rates_by_hand():
     ("amp", "fp32", "training.amp must be one of auto, off, bf16, fp16"),
     ("warmup_epochs", 12, "training.warmup_epochs must be an integer in [0, epochs)"),
     ("augment", "rotate", "training.augment must be auto (the benchmark's own), none, flip"),
-    ("lr_power", -1.0, "training.lr_power must be a number >= 0"),
+    ("lr_power", -1.0, "training.lr_power must be a finite number >= 0"),
     ("lr_schedule", "polynomial", "constant, cosine, poly, step"),
 ])
 def test_bad_recipe_settings_name_the_key_and_the_allowed_values(tmp_path, key, value, words):
