@@ -89,7 +89,6 @@ def run_search(benchmark: str, out: Path) -> tuple[str, dict]:
     return (out / "epochs.csv").read_text(), results
 
 
-@pytest.mark.slow
 def test_a_search_streams_a_folder_and_its_rec_with_the_in_memory_results(tmp_path):
     """The issue's done-when: the same images in memory, streamed from the folder by 2
     workers, and streamed from a .rec packed from it, give the same search, bit for bit."""
