@@ -73,6 +73,71 @@ def test_the_reader_reads_a_hand_built_insightface_file(tmp_path):
     assert recordio.read_property(tmp_path / "property") == (3, 5, 6)
 
 
+def write_hand_records(path: Path, payloads: list[bytes]) -> Path:
+    """Records 0..n-1 of the given payloads into path, and path's .idx beside it."""
+    rec, idx = b"", []
+    for key, payload in enumerate(payloads):
+        idx.append(f"{key}\t{len(rec)}")
+        rec += hand_record(payload)
+    path.write_bytes(rec)
+    path.with_suffix(".idx").write_text("\n".join(idx) + "\n")
+    return path
+
+
+def test_a_plain_rec_takes_every_record_and_the_first_float_label(tmp_path):
+    """No header record (record 0 is an image, flag 0): every record is an image, identity =
+    its label; an image with flag 2 carries float labels (7, 0.5) before its bytes."""
+    blobs = [png(v) for v in (10, 20, 30, 40, 50)]
+    payloads = [ir(0, 7.0, 0) + blobs[0], ir(0, 3.0, 1) + blobs[1],
+                ir(2, 0.0, 2, (7.0, 0.5)) + blobs[2], ir(0, 3.0, 3) + blobs[3],
+                ir(0, 9.0, 4) + blobs[4]]
+    coll = recordio_set(write_hand_records(tmp_path / "plain.rec", payloads))
+    assert coll.names == ["3", "7", "9"]
+    assert coll.identity.tolist() == [1, 0, 1, 0, 2]  # records 0..4, record 0 included
+    assert [coll.source.read(i) for i in range(5)] == blobs  # the 8 label bytes stripped
+    head, _ = coll.source.record(2)
+    assert head.flag == 2 and head.label.tolist() == [7.0, 0.5]
+
+
+def test_a_header_with_one_label_gives_the_image_range_only(tmp_path):
+    """Record 0 with flag 1, label (4,): images are records 1..3, identities their labels;
+    record 4 (past the range) is not an image."""
+    blobs = [png(v) for v in (10, 20, 30)]
+    payloads = [ir(1, 0.0, 0, (4.0,)), ir(0, 5.0, 1) + blobs[0], ir(0, 6.0, 2) + blobs[1],
+                ir(0, 5.0, 3) + blobs[2], ir(0, 99.0, 4) + b"not an image of the set"]
+    coll = recordio_set(write_hand_records(tmp_path / "r.rec", payloads))
+    assert coll.names == ["5", "6"] and coll.identity.tolist() == [0, 1, 0]
+    assert [coll.source.read(i) for i in range(3)] == blobs
+
+
+@pytest.mark.parametrize("ranges, words", [
+    ([(1, 3), (2, 4)], "identity record 5 range \\[2, 4\\) overlaps another"),
+    ([(1, 2), (3, 4)], "image record 2 belongs to no identity record"),
+    ([(1, 3), (3, 9)], "identity record 5 range \\[3, 9\\) overlaps another or leaves"),
+])
+def test_hand_built_identity_records_that_do_not_cover_the_images_are_refused(tmp_path, ranges,
+                                                                                words):
+    payloads = [ir(2, 0.0, 0, (4.0, 4.0 + len(ranges)))]
+    payloads += [ir(0, 0.0, k) + png(10 * k) for k in (1, 2, 3)]
+    payloads += [ir(2, 0.0, 4 + j, r) for j, r in enumerate(ranges)]
+    path = write_hand_records(tmp_path / "t.rec", payloads)
+    with pytest.raises(ValueError, match=words):
+        recordio_set(path)
+
+
+def test_a_hand_built_rec_streams_the_pixels_of_its_records(tmp_path):
+    """rec:FILE?stream=yes decodes each record's image bytes (PNGs of known grey levels)."""
+    images = [(k // 4, png(8 * k)) for k in range(24)]  # 6 identities x 4 images
+    path = write_hand_rec(tmp_path, images, 6)
+    bench = data.load(f"rec:{path}?val=0&test=0.34&pairs=10&stream=yes&workers=0", seed=0)
+    train = bench.train
+    assert isinstance(train, data.StreamedImages) and len(train) == 16  # 4 of 6 identities
+    x = train.decoder()[torch.arange(len(train))]
+    want = [8 * int(i) for i in train.members]  # member i is record i + 1, grey level 8 i
+    assert x.shape == (16, 1, 5, 6) and x.amax(dim=(1, 2, 3)).tolist() == want
+    assert x.amin(dim=(1, 2, 3)).tolist() == want
+
+
 def recordio_set(path):
     from lfsearch.data.rec import open_record_set
     return open_record_set(path)
