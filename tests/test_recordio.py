@@ -253,3 +253,34 @@ def test_cli_data_pack_show_and_bin(tmp_path, capsys):
                      "--out", str(tmp_path / "y.bin")]) == 2
     assert not (tmp_path / "x.rec").exists() and not (tmp_path / "y.bin").exists()
     assert not list(tmp_path.glob("*.tmp*"))
+
+
+def test_data_tools_refuse_bad_input_in_one_line_and_write_nothing(tmp_path, capsys):
+    one = tmp_path / "one"  # a folder of one identity: packing needs 2 or more
+    (one / "s1").mkdir(parents=True)
+    (one / "s1" / "1.jpg").write_bytes((ORL_SMALL / "s1" / "1.jpg").read_bytes())
+    (tmp_path / "bad_pairs.txt").write_text("s1\t1\n")
+    (tmp_path / "fake.rec").write_bytes(b"not a record file")
+    (tmp_path / "fake.idx").write_text("0\t0\n")
+    cases = [
+        (["data", "pack", str(one), "--out", str(tmp_path / "a")], "1 identit"),
+        (["data", "pack", str(ORL_SMALL), "--out", str(tmp_path / "no" / "a")],
+         "does not exist"),
+        (["data", "show", str(tmp_path / "none.rec")], "does not exist"),
+        (["data", "show", str(tmp_path / "fake.rec"), "--sheet", str(tmp_path / "s.png")],
+         "bad magic"),
+        (["data", "bin", str(tmp_path / "bad_pairs.txt"), "--root", str(ORL_SMALL),
+          "--out", str(tmp_path / "b.bin")], "line 1"),
+        (["data", "frobnicate"], "invalid choice"),
+        (["data", "pack", str(ORL_SMALL)], "--out"),
+    ]
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for argv, words in cases:
+        try:
+            rc = cli_main(argv)
+        except SystemExit as stop:  # argparse's own errors exit (OneLineParser, status 2)
+            rc = stop.code
+        assert rc == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("lfsearch: error:") and "\n" not in err and words in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written, no temp file
