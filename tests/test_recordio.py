@@ -284,3 +284,18 @@ def test_data_tools_refuse_bad_input_in_one_line_and_write_nothing(tmp_path, cap
         err = capsys.readouterr().err.strip()
         assert err.startswith("lfsearch: error:") and "\n" not in err and words in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written, no temp file
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["data", "pack"], ["PREFIX.rec", "PREFIX.idx", "property", "rec:PREFIX.rec", "Example"]),
+    (["data", "show"], ["identity and image counts", "contact sheet", "Example"]),
+    (["data", "bin"], ["same/different", "bin:FILE", "Example"]),
+    (["evaluate"], ["checkpoint", "10-fold", "TAR@FAR", "rank-1"]),
+])
+def test_help_explains_each_tool(argv, words, capsys):
+    with pytest.raises(SystemExit) as stop:
+        cli_main(argv + ["--help"])
+    assert stop.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for w in words:
+        assert w in text, w
