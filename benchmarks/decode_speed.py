@@ -12,7 +12,8 @@ recognition input size) into a temporary folder, then:
             installed, simplejpeg.decode_jpeg;
   workers   one epoch of `lfsearch.data.batches` over `folder:DIR?stream=yes&workers=W`
             (read + decode in W processes, W = 0: in the training process; flip on the host),
-            each the median of --repeats epochs; ratio to W = 0.
+            each the median of --repeats epochs, the worker counts interleaved within a
+            repeat; ratio to the first count (W = 0 by default).
 
 simplejpeg is not a dependency of lfsearch: Pillow is (its JPEG decoder is libjpeg-turbo too).
 """
@@ -64,21 +65,26 @@ def decoder_rates(blobs: list[bytes], side: int) -> dict[str, float]:
     return out
 
 
-def worker_rate(root: Path, workers: int, args: argparse.Namespace) -> float:
+def worker_rates(root: Path, args: argparse.Namespace) -> dict[int, float]:
+    """images/s of one streamed epoch per worker count: the median of --repeats epochs, the
+    worker counts interleaved within each repeat (so a change in the machine's load falls on
+    every count alike). An epoch includes starting its workers, as in training."""
     import torch
 
     from lfsearch import data
 
-    bench = data.load(f"folder:{root}?stream=yes&val=0&test=0&pairs=100&workers={workers}",
-                      seed=0)
-    times = []
+    benches = {w: data.load(f"folder:{root}?stream=yes&val=0&test=0&pairs=100&workers={w}",
+                            seed=0) for w in args.workers}
+    times: dict[int, list[float]] = {w: [] for w in args.workers}
+    n = 0
     for r in range(args.repeats):
-        gen = torch.Generator().manual_seed(r)
-        t = time.perf_counter()
-        n = sum(len(y) for _, y in data.batches(bench.train, args.batch_size, generator=gen,
-                                                 augment="flip"))
-        times.append(time.perf_counter() - t)
-    return n / statistics.median(times)
+        for w, bench in benches.items():
+            gen = torch.Generator().manual_seed(r)
+            t = time.perf_counter()
+            n = sum(len(y) for _, y in data.batches(bench.train, args.batch_size, generator=gen,
+                                                     augment="flip"))
+            times[w].append(time.perf_counter() - t)
+    return {w: n / statistics.median(ts) for w, ts in times.items()}
 
 
 def main() -> None:
@@ -103,13 +109,12 @@ def main() -> None:
         print("\n| decoder (one process, bytes in memory) | images/s | × Pillow |\n|---|---|---|")
         for name, rate in rates.items():
             print(f"| {name} | {rate:.0f} | {rate / first:.2f} |")
-        print("\n| workers | images/s | × workers=0 |\n|---|---|---|")
-        base = None
-        for w in args.workers:
-            rate = worker_rate(Path(tmp), w, args)
-            base = base or rate
-            print(f"| {w} | {rate:.0f} | {rate / base:.2f} |", flush=True)
-
+        print("\n| workers | images/s | × first |\n|---|---|---|")
+        rates = worker_rates(Path(tmp), args)
+        base = rates[args.workers[0]]
+        for w, rate in rates.items():
+            print(f"| {w} | {rate:.0f} | {rate / base:.2f} |")
+        print(f"load average at the end {os.getloadavg()[0]:.1f}")
 
 if __name__ == "__main__":
     main()

@@ -397,17 +397,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_study)
 
     p = sub.add_parser("data", help="data tools: pack an identity folder into insightface "
-                       "RecordIO, show a .rec, build a verification .bin")
+                       "RecordIO, show a .rec, build a verification .bin",
+                       description="Data tools for face-recognition training sets "
+                       "(docs/data.md \"Data tools\"). Every output is written to a temporary "
+                       "file and renamed into place when complete.")
     data_sub = p.add_subparsers(dest="data_command", metavar="TOOL", required=True)
     q = data_sub.add_parser("pack", help="identity folder DIR -> PREFIX.rec + PREFIX.idx "
-                            "(+ property), the original image bytes kept")
+                            "(+ property), the original image bytes kept",
+                            description="Pack an identity folder (DIR/<identity>/<image>, the "
+                            "CASIA-WebFace layout) into insightface RecordIO: PREFIX.rec, "
+                            "PREFIX.idx and 'property' (num_classes,height,width) beside them. "
+                            "Record 0 holds the image range, then one record per image (its "
+                            "file's bytes unchanged, label = identity index in sorted folder "
+                            "order) and one per identity (its image range). Train on it with "
+                            "--benchmark rec:PREFIX.rec. Example: lfsearch data pack "
+                            "casia/ --out data/casia")
     q.add_argument("dir", help="one sub-folder per identity")
-    q.add_argument("--out", required=True, metavar="PREFIX", help="e.g. data/train")
+    q.add_argument("--out", required=True, metavar="PREFIX",
+                   help="output prefix, e.g. data/train writes data/train.rec and "
+                   "data/train.idx (the folder must exist)")
     q = data_sub.add_parser("show", help="identity and image counts of a .rec (JSON), "
-                            "optionally a contact sheet PNG")
+                            "optionally a contact sheet PNG",
+                            description="Read a .rec's index and identity records and print "
+                            "its identity and image counts (min/median/max images per "
+                            "identity) as JSON; --sheet also writes a contact sheet PNG (a row "
+                            "per identity, for a look at the faces). Example: lfsearch data "
+                            "show data/casia.rec --sheet casia.png")
     q.add_argument("file", help="a .rec file (its .idx beside it)")
     q.add_argument("--sheet", metavar="PNG", help="write a contact sheet: a row per identity")
-    q = data_sub.add_parser("bin", help="LFW-style pairs file -> insightface verification .bin")
+    q = data_sub.add_parser("bin", help="LFW-style pairs file -> insightface verification .bin",
+                            description="Build an insightface verification .bin (a pickle of "
+                            "the pairs' encoded image bytes and their same/different flags) "
+                            "from an LFW-style pairs file: lines 'name n1 n2' (same person) or "
+                            "'name1 n1 name2 n2' (different), images ROOT/NAME/NAME_NNNN.jpg. "
+                            "Test on it with --benchmark bin:FILE. Example: lfsearch data bin "
+                            "lfw/pairs.txt --root lfw --out data/lfw.bin")
     q.add_argument("pairs", help="pairs file ('name n1 n2' / 'name1 n1 name2 n2' lines)")
     q.add_argument("--root", required=True, help="images as ROOT/NAME/NAME_NNNN.jpg")
     q.add_argument("--out", required=True, help="the .bin to write")

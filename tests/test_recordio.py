@@ -73,6 +73,71 @@ def test_the_reader_reads_a_hand_built_insightface_file(tmp_path):
     assert recordio.read_property(tmp_path / "property") == (3, 5, 6)
 
 
+def write_hand_records(path: Path, payloads: list[bytes]) -> Path:
+    """Records 0..n-1 of the given payloads into path, and path's .idx beside it."""
+    rec, idx = b"", []
+    for key, payload in enumerate(payloads):
+        idx.append(f"{key}\t{len(rec)}")
+        rec += hand_record(payload)
+    path.write_bytes(rec)
+    path.with_suffix(".idx").write_text("\n".join(idx) + "\n")
+    return path
+
+
+def test_a_plain_rec_takes_every_record_and_the_first_float_label(tmp_path):
+    """No header record (record 0 is an image, flag 0): every record is an image, identity =
+    its label; an image with flag 2 carries float labels (7, 0.5) before its bytes."""
+    blobs = [png(v) for v in (10, 20, 30, 40, 50)]
+    payloads = [ir(0, 7.0, 0) + blobs[0], ir(0, 3.0, 1) + blobs[1],
+                ir(2, 0.0, 2, (7.0, 0.5)) + blobs[2], ir(0, 3.0, 3) + blobs[3],
+                ir(0, 9.0, 4) + blobs[4]]
+    coll = recordio_set(write_hand_records(tmp_path / "plain.rec", payloads))
+    assert coll.names == ["3", "7", "9"]
+    assert coll.identity.tolist() == [1, 0, 1, 0, 2]  # records 0..4, record 0 included
+    assert [coll.source.read(i) for i in range(5)] == blobs  # the 8 label bytes stripped
+    head, _ = coll.source.record(2)
+    assert head.flag == 2 and head.label.tolist() == [7.0, 0.5]
+
+
+def test_a_header_with_one_label_gives_the_image_range_only(tmp_path):
+    """Record 0 with flag 1, label (4,): images are records 1..3, identities their labels;
+    record 4 (past the range) is not an image."""
+    blobs = [png(v) for v in (10, 20, 30)]
+    payloads = [ir(1, 0.0, 0, (4.0,)), ir(0, 5.0, 1) + blobs[0], ir(0, 6.0, 2) + blobs[1],
+                ir(0, 5.0, 3) + blobs[2], ir(0, 99.0, 4) + b"not an image of the set"]
+    coll = recordio_set(write_hand_records(tmp_path / "r.rec", payloads))
+    assert coll.names == ["5", "6"] and coll.identity.tolist() == [0, 1, 0]
+    assert [coll.source.read(i) for i in range(3)] == blobs
+
+
+@pytest.mark.parametrize("ranges, words", [
+    ([(1, 3), (2, 4)], "identity record 5 range \\[2, 4\\) overlaps another"),
+    ([(1, 2), (3, 4)], "image record 2 belongs to no identity record"),
+    ([(1, 3), (3, 9)], "identity record 5 range \\[3, 9\\) overlaps another or leaves"),
+])
+def test_hand_built_identity_records_that_do_not_cover_the_images_are_refused(tmp_path, ranges,
+                                                                                words):
+    payloads = [ir(2, 0.0, 0, (4.0, 4.0 + len(ranges)))]
+    payloads += [ir(0, 0.0, k) + png(10 * k) for k in (1, 2, 3)]
+    payloads += [ir(2, 0.0, 4 + j, r) for j, r in enumerate(ranges)]
+    path = write_hand_records(tmp_path / "t.rec", payloads)
+    with pytest.raises(ValueError, match=words):
+        recordio_set(path)
+
+
+def test_a_hand_built_rec_streams_the_pixels_of_its_records(tmp_path):
+    """rec:FILE?stream=yes decodes each record's image bytes (PNGs of known grey levels)."""
+    images = [(k // 4, png(8 * k)) for k in range(24)]  # 6 identities x 4 images
+    path = write_hand_rec(tmp_path, images, 6)
+    bench = data.load(f"rec:{path}?val=0&test=0.34&pairs=10&stream=yes&workers=0", seed=0)
+    train = bench.train
+    assert isinstance(train, data.StreamedImages) and len(train) == 16  # 4 of 6 identities
+    x = train.decoder()[torch.arange(len(train))]
+    want = [8 * int(i) for i in train.members]  # member i is record i + 1, grey level 8 i
+    assert x.shape == (16, 1, 5, 6) and x.amax(dim=(1, 2, 3)).tolist() == want
+    assert x.amin(dim=(1, 2, 3)).tolist() == want
+
+
 def recordio_set(path):
     from lfsearch.data.rec import open_record_set
     return open_record_set(path)
@@ -188,3 +253,49 @@ def test_cli_data_pack_show_and_bin(tmp_path, capsys):
                      "--out", str(tmp_path / "y.bin")]) == 2
     assert not (tmp_path / "x.rec").exists() and not (tmp_path / "y.bin").exists()
     assert not list(tmp_path.glob("*.tmp*"))
+
+
+def test_data_tools_refuse_bad_input_in_one_line_and_write_nothing(tmp_path, capsys):
+    one = tmp_path / "one"  # a folder of one identity: packing needs 2 or more
+    (one / "s1").mkdir(parents=True)
+    (one / "s1" / "1.jpg").write_bytes((ORL_SMALL / "s1" / "1.jpg").read_bytes())
+    (tmp_path / "bad_pairs.txt").write_text("s1\t1\n")
+    (tmp_path / "fake.rec").write_bytes(b"not a record file")
+    (tmp_path / "fake.idx").write_text("0\t0\n")
+    cases = [
+        (["data", "pack", str(one), "--out", str(tmp_path / "a")], "1 identit"),
+        (["data", "pack", str(ORL_SMALL), "--out", str(tmp_path / "no" / "a")],
+         "does not exist"),
+        (["data", "show", str(tmp_path / "none.rec")], "does not exist"),
+        (["data", "show", str(tmp_path / "fake.rec"), "--sheet", str(tmp_path / "s.png")],
+         "bad magic"),
+        (["data", "bin", str(tmp_path / "bad_pairs.txt"), "--root", str(ORL_SMALL),
+          "--out", str(tmp_path / "b.bin")], "line 1"),
+        (["data", "frobnicate"], "invalid choice"),
+        (["data", "pack", str(ORL_SMALL)], "--out"),
+    ]
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for argv, words in cases:
+        try:
+            rc = cli_main(argv)
+        except SystemExit as stop:  # argparse's own errors exit (OneLineParser, status 2)
+            rc = stop.code
+        assert rc == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("lfsearch: error:") and "\n" not in err and words in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written, no temp file
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["data", "pack"], ["PREFIX.rec", "PREFIX.idx", "property", "rec:PREFIX.rec", "Example"]),
+    (["data", "show"], ["identity and image counts", "contact sheet", "Example"]),
+    (["data", "bin"], ["same/different", "bin:FILE", "Example"]),
+    (["evaluate"], ["checkpoint", "10-fold", "TAR@FAR", "rank-1"]),
+])
+def test_help_explains_each_tool(argv, words, capsys):
+    with pytest.raises(SystemExit) as stop:
+        cli_main(argv + ["--help"])
+    assert stop.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for w in words:
+        assert w in text, w

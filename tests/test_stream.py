@@ -44,6 +44,23 @@ def test_stream_option_picks_the_path_and_keeps_every_other_split_in_memory():
         data.load("mnist:/x?stream=yes")
 
 
+def test_stream_auto_streams_above_the_decoded_size_threshold(monkeypatch):
+    """auto streams when N·C·H·W uint8 bytes exceed STREAM_ABOVE_BYTES (1 GiB)."""
+    from lfsearch.data import stream
+
+    assert stream.STREAM_ABOVE_BYTES == 2 ** 30
+    casia = 494_414 * 3 * 112 * 112  # CASIA-WebFace at 112x112 RGB: 18.6e9 bytes
+    assert stream.decoded_bytes(494_414, (112, 112), 3) == casia
+    assert stream.resolve_stream("auto", 494_414, (112, 112), 3)
+    assert not stream.resolve_stream("auto", 20_000, (112, 112), 3)  # 0.75 GB
+    assert not stream.resolve_stream("no", 494_414, (112, 112), 3)
+    train_bytes = 40 * 1 * 28 * 23  # 4 people x 10 images, resized to 28x23 grey
+    monkeypatch.setattr(stream, "STREAM_ABOVE_BYTES", train_bytes - 1)
+    assert isinstance(data.load(spec(size="28x23", workers=0), seed=0).train, data.StreamedImages)
+    monkeypatch.setattr(stream, "STREAM_ABOVE_BYTES", train_bytes)
+    assert isinstance(data.load(spec(size="28x23", workers=0), seed=0).train, data.LabelledImages)
+
+
 def test_a_streamed_split_decodes_the_files_pixels():
     streamed = data.load(spec(stream="yes", workers=0), seed=0)
     train = streamed.train
@@ -89,7 +106,6 @@ def run_search(benchmark: str, out: Path) -> tuple[str, dict]:
     return (out / "epochs.csv").read_text(), results
 
 
-@pytest.mark.slow
 def test_a_search_streams_a_folder_and_its_rec_with_the_in_memory_results(tmp_path):
     """The issue's done-when: the same images in memory, streamed from the folder by 2
     workers, and streamed from a .rec packed from it, give the same search, bit for bit."""

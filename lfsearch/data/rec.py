@@ -24,8 +24,10 @@ def _first_label(label) -> float:
 
 
 def open_record_set(path: Path) -> IdentityImages:
-    """The images of a .rec with their identities: from record 0's identity ranges when it
-    has them (insightface training sets), else from every image header's label."""
+    """The images of a .rec with their identities. Record 0 with flag >= 2 (insightface
+    training sets): images [1, label[0]), identities from the records [label[0], label[1]);
+    flag 1: images [1, label[0]); flag 0 (a plain .rec, record 0 an image): every record.
+    Without identity records, an image's identity is its header's (first) label."""
     if not path.is_file():
         raise FileNotFoundError(f"rec: file {path} does not exist\n{LAYOUT}")
     index = read_index(index_path(path))
@@ -61,8 +63,11 @@ def open_record_set(path: Path) -> IdentityImages:
                 missing = int(keys[identity < 0][0])
                 raise ValueError(f"{path}: image record {missing} belongs to no identity record"
                                  f"\n{LAYOUT}")
-        else:  # a plain .rec: every record is an image, its label the identity
-            keys = np.array(sorted(k for k in index if head is None or k != 0), np.int64)
+        else:  # identity = each image header's (first) label
+            if head is not None and head.flag == 1:  # record 0 gives the image range only
+                keys = np.arange(1, int(head.label[0]), dtype=np.int64)
+            else:  # a plain .rec (record 0 is an image too): every record is an image
+                keys = np.array(sorted(index), np.int64)
             labels = np.array([_first_label(header(f, int(k)).label) for k in keys])
             values, identity = np.unique(labels, return_inverse=True)
             names = [str(int(v)) if float(v).is_integer() else str(v) for v in values]
