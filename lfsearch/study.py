@@ -56,7 +56,9 @@ import math
 import os
 import re
 import shutil
+import signal
 import socket
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -452,6 +454,60 @@ def _flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+class InterruptShield:
+    """Ctrl-C and SIGTERM during a study: raised at once while a trial trains, held while the
+    study writes to its storage and raised when the write is done. A KeyboardInterrupt in the
+    middle of a SQLite commit leaves the connection's transaction open, and Optuna's own FAIL
+    write then ends in "database is locked" (docs/faults.md)."""
+
+    def __init__(self) -> None:
+        self.held = True
+        self.pending = False
+        self._previous: dict[int, Any] = {}
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.held:
+            self.pending = True
+        else:
+            raise KeyboardInterrupt
+
+    def __enter__(self) -> "InterruptShield":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def raise_pending(self) -> None:
+        if self.pending:
+            self.pending = False
+            raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def training(self):
+        """Signals raise at once inside (the trial's own training loop)."""
+        self.raise_pending()
+        self.held = False
+        try:
+            yield
+        finally:
+            self.held = True
+
+    @contextlib.contextmanager
+    def writing(self):
+        """Signals wait until the storage write inside is done."""
+        before, self.held = self.held, True
+        try:
+            yield
+        finally:
+            self.held = before
+        if not before:
+            self.raise_pending()
+
+
 def run_study(space: str | os.PathLike, *, trials: int, benchmark: str | None = None,
               epochs: int | None = None, model: str | None = None, seed: int | None = None,
               device: str | None = None, threads: int | None = None, storage: str | None = None,
@@ -543,15 +599,19 @@ def run_study(space: str | os.PathLike, *, trials: int, benchmark: str | None = 
                 return
             last = event.epoch == event.epochs - 1
             if math.isfinite(event.reward):
-                trial.report(float(event.reward), event.epoch)
+                with shield.writing():
+                    trial.report(float(event.reward), event.epoch)
             emit(StudyEvent("epoch", trial.number, dict(values), epoch=event.epoch,
                             epochs=event.epochs, value=float(event.reward), target=trials))
-            if not last and trial.should_prune():
+            with shield.writing():
+                prune = not last and trial.should_prune()
+            if prune:
                 raise optuna.TrialPruned(f"epoch {event.epoch + 1}/{event.epochs}: validation "
                                          f"reward {event.reward:.4f} below the median of the "
                                          "earlier trials at that epoch")
 
-        results = Search(trial_config, run_dir, on_progress).run()
+        with shield.training():
+            results = Search(trial_config, run_dir, on_progress).run()
         metric = results.get("test_metric")
         if metric is not None and metric in results.get("test", {}):
             trial.set_user_attr(f"test_{metric}", float(results["test"][metric]))
@@ -575,11 +635,13 @@ def run_study(space: str | os.PathLike, *, trials: int, benchmark: str | None = 
 
     remaining = trials - _count(study, ("COMPLETE", "PRUNED", "RUNNING"))
     t0 = time.perf_counter()
+    shield = InterruptShield()
     try:
         if remaining > 0:
-            with _quiet_optuna(), _no_interrupt_traceback():
+            with shield, _quiet_optuna(), _no_interrupt_traceback():
                 study.optimize(objective, n_trials=remaining, callbacks=[after_trial],
                                catch=())
+                shield.raise_pending()  # a signal held during the last trial's writes
     except BaseException as exc:  # the trial is FAIL (Optuna); an interrupted one runs again
         number = current.get("number")
         if isinstance(exc, KeyboardInterrupt) and number is not None:

@@ -504,7 +504,7 @@ def test_a_signal_on_a_study_is_one_line_and_the_trial_is_queued_again(tmp_path,
                   and (out / "trials" / "0" / "checkpoint.pt").exists(), proc, "a trial epoch")
         proc.send_signal(sig)
         _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 130
+    assert proc.returncode == 130, stderr
     assert stderr.splitlines() == ["lfsearch: interrupted"]  # no Optuna traceback
     study = optuna.load_study(study_name="s", storage=f"sqlite:///{out / 'study.db'}")
     states = [t.state.name for t in study.trials]
