@@ -698,8 +698,13 @@ def plot_comparison(summary: pd.DataFrame, runs: pd.DataFrame, path: Path,
         ax.set_ylim(max(lo - pad, 0.0) if lo >= 0 else lo - pad, min(hi + 2 * pad, 1.0)
                     if hi <= 1 else hi + 2 * pad)
         ax.set_xticks(x)
+        # "cosface (tuned, 32 cand-epochs)" -> "cosface (tuned)", its budget on the next line;
+        # many bars: slanted labels, so that neighbours never overlap
+        names = [str(m).split(" (tuned")[0] + (" (tuned)" if "(tuned" in str(m) else "")
+                 for m in s["method"]]
+        slant = dict(rotation=35, ha="right", rotation_mode="anchor") if len(names) > 10 else {}
         ax.set_xticklabels([f"{m}\n{ce:g} cand-ep" for m, ce in
-                            zip(s["method"], s["candidate_epochs"])], fontsize=8)
+                            zip(names, s["candidate_epochs"])], fontsize=8, **slant)
         ax.set_ylabel(f"test {metric}")
         ax.set_title(f"{bench}: mean over seeds, error bars 95% CI (y axis does not start at 0)",
                      fontsize=9)
