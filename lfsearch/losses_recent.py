@@ -556,6 +556,9 @@ class _Elastic(_RecentHead):
 
     In eval mode (or without autograd) the margin is the mean m. Draws are seeded by
     (seed, step); ``seed`` None takes one from ``generator`` or torch's global generator.
+
+    The two members differ only in where the margin goes: each defines
+    ``apply_margin_and_slope(cos, m) -> (target cosine, its derivative in cos)``.
     """
 
     varies = "margin drawn per sample, m_i ~ N(m, sigma)"
@@ -592,9 +595,6 @@ class _Elastic(_RecentHead):
 
     def apply_margin(self, cos: Tensor, m) -> Tensor:
         return self.apply_margin_and_slope(cos, m)[0]
-
-    def apply_margin_and_slope(self, cos: Tensor, m) -> tuple[Tensor, Tensor]:
-        raise NotImplementedError  # pragma: no cover
 
     def _target_and_slope(self, cos_y, x, update):
         m = self.draw_margins(cos_y) if update and self._values["sigma"] > 0 else \

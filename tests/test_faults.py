@@ -97,17 +97,23 @@ def run_copy(done_run, tmp_path) -> Path:
 
 
 # ------------------------------------------------------------------ 7.1 NaN candidates
-def test_candidates_whose_weights_turn_nan_are_diverged_and_the_run_goes_on(tmp_path, capsys):
-    """cosface with s log-uniform in [1e15, 1e36]: every candidate's logits overflow."""
-    space = variant(tmp_path, "nan", "s = 16.0\n",
-                    "\n[loss.params.s]\ninit = 1e20\nlow = 1e15\nhigh = 1e36\nlog = true\n")
+def random_cosface_search(tmp_path, capsys, name, init, low, high):
+    """cosface with s drawn log-uniform in [low, high] by a random controller, 4 candidates,
+    2 epochs; returns (run folder, epochs.csv) after checking that the run ended with exit 0."""
+    space = variant(tmp_path, name, "s = 16.0\n",
+                    f"\n[loss.params.s]\ninit = {init}\nlow = {low}\nhigh = {high}\nlog = true\n")
     space.write_text(space.read_text().replace('kind = "fixed"\ncandidates = 1',
                                                'kind = "random"\ncandidates = 4'))
     out = tmp_path / "r"
     code, lines = lfsearch(["search", space, "--epochs", "2", "--candidates", "4", "--out", out,
                             "--device", "cpu", "--quiet"], capsys)
     assert code == 0, lines
-    rows = pd.read_csv(out / "epochs.csv")
+    return out, pd.read_csv(out / "epochs.csv")
+
+
+def test_candidates_whose_weights_turn_nan_are_diverged_and_the_run_goes_on(tmp_path, capsys):
+    """cosface with s log-uniform in [1e15, 1e36]: every candidate's logits overflow."""
+    out, rows = random_cosface_search(tmp_path, capsys, "nan", "1e20", "1e15", "1e36")
     assert len(rows) == 8 and set(rows["status"]) == {"diverged"}
     assert (rows["reward"] == 0).all() and not rows["chosen"].any()
     assert json.loads((out / "manifest.json").read_text())["status"] == "complete"
@@ -115,15 +121,7 @@ def test_candidates_whose_weights_turn_nan_are_diverged_and_the_run_goes_on(tmp_
 
 
 def test_a_diverged_candidate_is_never_chosen_while_the_others_go_on(tmp_path, capsys):
-    space = variant(tmp_path, "mixed", "s = 16.0\n",
-                    "\n[loss.params.s]\ninit = 16.0\nlow = 1.0\nhigh = 1e36\nlog = true\n")
-    space.write_text(space.read_text().replace('kind = "fixed"\ncandidates = 1',
-                                               'kind = "random"\ncandidates = 4'))
-    out = tmp_path / "r"
-    code, lines = lfsearch(["search", space, "--epochs", "2", "--candidates", "4", "--out", out,
-                            "--device", "cpu", "--quiet"], capsys)
-    assert code == 0, lines
-    rows = pd.read_csv(out / "epochs.csv")
+    out, rows = random_cosface_search(tmp_path, capsys, "mixed", "16.0", "1.0", "1e36")
     assert {"ok", "diverged"} <= set(rows["status"]), rows[["s", "status"]]
     assert (rows.loc[rows["status"] == "diverged", "reward"] == 0).all()
     for epoch, group in rows.groupby("epoch"):
