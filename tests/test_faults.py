@@ -511,3 +511,29 @@ def test_a_signal_on_a_study_is_one_line_and_the_trial_is_queued_again(tmp_path,
     assert study.trials[0].params
     assert study.trials[1].system_attrs["fixed_params"] == study.trials[0].params
     assert study.trials[1].user_attrs["retry_of"] == 0
+
+
+def test_the_study_shield_holds_a_signal_during_a_write_and_raises_it_after():
+    """study.InterruptShield: a signal inside writing() waits for the write to end; inside
+    training() (and outside any write) it raises at once; the handlers are restored."""
+    from lfsearch.study import InterruptShield
+
+    before = signal.getsignal(signal.SIGINT)
+    steps = []
+    with InterruptShield() as shield:
+        with pytest.raises(KeyboardInterrupt):
+            with shield.training():
+                with shield.writing():
+                    os.kill(os.getpid(), signal.SIGINT)
+                    steps.append("write finished")  # not cut short by the signal
+                steps.append("after the write")  # never reached: raised on leaving writing()
+        assert steps == ["write finished"]
+        with pytest.raises(KeyboardInterrupt):
+            with shield.training():
+                os.kill(os.getpid(), signal.SIGTERM)
+                steps.append("unreachable")
+        os.kill(os.getpid(), signal.SIGINT)  # between trials: held, raised by raise_pending
+        with pytest.raises(KeyboardInterrupt):
+            shield.raise_pending()
+    assert steps == ["write finished"]
+    assert signal.getsignal(signal.SIGINT) is before
