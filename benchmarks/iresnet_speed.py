@@ -31,16 +31,18 @@ from pathlib import Path
 
 import torch
 
+from lfsearch import losses
+from lfsearch import models as models_mod
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lfsearch import losses, models  # noqa: E402
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def build(name: str, classes: int, device: torch.device, channels_last: bool):
     torch.manual_seed(0)
-    model = models.build(name, image_size=112).to(device)
+    model = models_mod.build(name, image_size=112).to(device)
     head = losses.build("arcface", embedding_size=model.embedding_size, num_classes=classes,
                         s=64.0, m=0.5).to(device)
     if channels_last:

@@ -27,12 +27,11 @@ import time
 import torch
 import torch.nn.functional as F
 
-from lfsearch import losses
-
 try:
     import pytorch_metric_learning.losses as pml
 except ImportError:  # pragma: no cover
     pml = None
+from lfsearch import losses as losses_mod
 
 N, D = 512, 512
 
@@ -55,7 +54,7 @@ MEMBERS = [
     ("modulated", "modulated", {"a": 3.0}, None),
     ("modulated bins=8", "modulated", {"bins": 8, "a": [1.5] * 8}, None),
     ("am_lfs", "am_lfs", {}, None),
-    # the members published after ArcFace (lfsearch/losses_recent.py)
+    # the members published after ArcFace (lfsearch/losses/ (adaptive_margins.py, negative_reweighting.py, subcenters.py))
     ("adaface", "adaface", {}, None),
     ("magface", "magface", {}, None),
     ("elasticface_arc", "elasticface_arc", {}, None),
@@ -126,7 +125,7 @@ def run(classes: list[int], repeats: int | None, device: torch.device, out=sys.s
         for label, name, params, pml_ctor in MEMBERS:
             if only and label not in only:
                 continue
-            mod = losses.build(name, D, C, **params).to(device)
+            mod = losses_mod.build(name, D, C, **params).to(device)
             w0 = weight0 if mod.weight.shape == weight0.shape else mod.weight.detach().cpu()
             with torch.no_grad():
                 mod.weight.copy_(w0)
@@ -140,7 +139,7 @@ def run(classes: list[int], repeats: int | None, device: torch.device, out=sys.s
                 fns[pml_label] = _step_fn(ref, x, y)
             rows.append((label, pml_label, True))
         for label, name, params in (JOINT if not only else []):
-            mod = losses.build(name, D, C, **params).to(device)
+            mod = losses_mod.build(name, D, C, **params).to(device)
             fns[label] = _step_fn(mod, x, y)
             rows.append((label, None, False))
 

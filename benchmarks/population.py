@@ -7,7 +7,7 @@
 For each model (default: the L-Softmax paper's MNIST and CIFAR-10 CNNs) on synthetic tensors
 of the datasets' shapes (MNIST 60 000 x 1x28x28, CIFAR 50 000 x 3x32x32; no dataset needed),
 resident on the device, it measures with the library's own epoch functions
-(`lfsearch.packing.run_epoch`, validation on 512 synthetic images included):
+(`lfsearch.search.packed.run_epoch`, validation on 512 synthetic images included):
 
   single        one softmax model (one candidate, the sequential path)
   sequential M  M candidates (modulated losses, a = 1 .. 8) one after another
@@ -46,7 +46,13 @@ import weakref
 
 import torch
 
-from lfsearch import data, losses, models, packing, population
+from lfsearch import data
+from lfsearch import losses as losses_mod
+from lfsearch import models as models_mod
+from lfsearch.search import accel as accel_mod
+from lfsearch.search import candidate as candidate_mod
+from lfsearch.search import packed as packed_mod
+from lfsearch.search import population as population_mod
 
 # name -> (in_channels, image size, classes, training images of the real dataset)
 MODELS = {
@@ -75,31 +81,32 @@ def _setup(spec: dict):
                                    torch.randint(0, classes, (VAL_IMAGES,), generator=gen)
                                    ).to(device)
     torch.manual_seed(0)
-    model = models.build(spec["model"]).to(device)
+    model = models_mod.build(spec["model"]).to(device)
     m = spec["m"]
     if spec["mode"] == "single":
-        loss = losses.build("softmax", model.embedding_size, classes)
+        loss = losses_mod.build("softmax", model.embedding_size, classes)
         params = [{}]
     else:
-        loss = losses.build("modulated", model.embedding_size, classes, s=16.0)
+        loss = losses_mod.build("modulated", model.embedding_size, classes, s=16.0)
         params = [{"a": 1.0 + 7.0 * i / max(m - 1, 1)} for i in range(m)]
     loss = loss.to(device)
-    opt = population.make_optimizer("sgd", list(model.parameters()) + list(loss.parameters()),
+    opt = candidate_mod.make_optimizer("sgd", list(model.parameters()) + list(loss.parameters()),
                                     lr=0.01, momentum=0.9, weight_decay=5e-4)
-    trainee = population.Trainee(model, loss, opt)
-    accel = (packing.Accel.for_device(device, compile=spec["compile"]) if spec["accel"]
-             else packing.Accel(compile=spec["compile"]))
+    trainee = candidate_mod.Trainee(model, loss, opt)
+    accel = (accel_mod.Accel.for_device(device, compile=spec["compile"]) if spec["accel"]
+             else accel_mod.Accel(compile=spec["compile"]))
     mode = "sequential" if spec["mode"] == "single" else spec["mode"]
-    kwargs = dict(train=train, validations=[population.Validation("val", val, "accuracy")],
+    kwargs = dict(train=train, validations=[candidate_mod.Validation("val", val, "accuracy")],
                   batch_size=spec["batch_size"], lr=0.01, data_seed=1,
-                  candidate_seeds=list(range(len(params))), accel=accel)
+                  candidate_seeds=list(range(len(params))))
+    population = population_mod.Population.choose(mode, device, accel)
     start = trainee.state()
     b = spec["batch_size"]
     first = train.subset(slice(0, b))
 
     def epoch(warmup: bool = False):
         args = dict(kwargs, train=first) if warmup else kwargs
-        return packing.run_epoch(mode, trainee, start, params, **args)
+        return population.run_epoch(trainee, start, params, **args)
     return device, epoch
 
 
@@ -157,16 +164,16 @@ def large_head(device: torch.device, m: int, n: int, classes: int = 100_000,
                dim: int = 512) -> str:
     """One packed step of M cosface candidates with a classes x dim head."""
     torch.manual_seed(0)
-    model = models.build("digits_net", embedding_size=dim).to(device)
-    loss = losses.build("cosface", dim, classes).to(device)
-    opt = population.make_optimizer("sgd", list(model.parameters()) + list(loss.parameters()),
+    model = models_mod.build("digits_net", embedding_size=dim).to(device)
+    loss = losses_mod.build("cosface", dim, classes).to(device)
+    opt = candidate_mod.make_optimizer("sgd", list(model.parameters()) + list(loss.parameters()),
                                     lr=0.01, momentum=0.9, weight_decay=5e-4)
-    trainee = population.Trainee(model, loss, opt)
+    trainee = candidate_mod.Trainee(model, loss, opt)
     train = data.LabelledImages(torch.randn(2 * n, 1, 8, 8),
                                 torch.randint(0, classes, (2 * n,))).to(device)
     params = [{"m": 0.1 * (i + 1)} for i in range(m)]
-    pop = packing.PackedPopulation(trainee, trainee.state(), params, lr=0.01,
-                                   accel=packing.Accel.for_device(device))
+    pop = packed_mod.PackedPopulation(trainee, trainee.state(), params, lr=0.01,
+                                   accel=accel_mod.Accel.for_device(device))
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     _sync(device)
@@ -195,8 +202,8 @@ def _environment(device: torch.device, args) -> str:
         except (OSError, StopIteration):
             pass
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    accel = (packing.Accel.for_device(device, compile=args.compile) if not args.no_accel
-             else packing.Accel(compile=args.compile))
+    accel = (accel_mod.Accel.for_device(device, compile=args.compile) if not args.no_accel
+             else accel_mod.Accel(compile=args.compile))
     return (f"{_dt.datetime.now().isoformat(timespec='seconds')}  device {device} ({name}), "
             f"torch {torch.__version__}, python {platform.python_version()}, "
             f"threads {torch.get_num_threads()}, load average {load:.1f}\n"
@@ -273,7 +280,7 @@ def main(argv=None) -> int:
             ok = single <= 1.6 if cuda and m == 4 else ratio <= 1.0
             print(f"M={m}: packed/sequential {ratio:.2f}, packed/single {single:.2f}  "
                   f"[target {target}: {'met' if ok else 'NOT met'}]")
-    print(f"\ntraining.packing = 'auto' trains {packing.resolve_mode('auto', device)} on "
+    print(f"\ntraining.packing = 'auto' trains {accel_mod.resolve_mode('auto', device)} on "
           f"{device.type}")
     if not args.no_large_head:
         print()

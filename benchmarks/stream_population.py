@@ -6,7 +6,7 @@ each batch once for all M, one candidate after another decodes the epoch M times
 
 It writes --images synthetic RGB JPEGs (SIDE x SIDE, quality 90, 100 per identity folder) and
 trains one epoch of M cosface candidates (m = 0.1 .. 0.4) with `digits_net` (3 x SIDE x SIDE,
-64-d) through `lfsearch.packing.run_epoch` ("sequential" and "packed", validation on the
+64-d) through `lfsearch.search.packed.run_epoch` ("sequential" and "packed", validation on the
 in-memory validation split), for the split in memory (`stream=no`) and streamed with each
 --workers count. Configurations are interleaved within each repeat; the table shows the median
 epoch time, packed / sequential, and the images decoded per epoch (counted).
@@ -25,10 +25,14 @@ from pathlib import Path
 
 import torch
 
+from lfsearch import losses, models
+from lfsearch.search import candidate as candidate_mod
+from lfsearch.search import population as population_mod
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from data_memory import write_jpegs  # noqa: E402  (the same synthetic identity folder)
 
-from lfsearch import data, losses, models, packing, population  # noqa: E402
+from lfsearch import data
 from lfsearch.data import stream  # noqa: E402
 
 DECODED: collections.Counter = collections.Counter()
@@ -47,15 +51,16 @@ def epoch_seconds(bench, mode: str, m: int, batch_size: int) -> float:
     c, (h, w) = bench.in_channels, bench.image_size
     model = models.build("digits_net", embedding_size=64, in_channels=c, image_size=(h, w))
     loss = losses.build("cosface", embedding_size=64, num_classes=bench.num_classes, s=16.0)
-    opt = population.make_optimizer("sgd", list(model.parameters()) + list(loss.parameters()),
+    opt = candidate_mod.make_optimizer("sgd", list(model.parameters()) + list(loss.parameters()),
                                     lr=0.05, momentum=0.9, weight_decay=5e-4)
-    trainee = population.Trainee(model, loss, opt)
+    trainee = candidate_mod.Trainee(model, loss, opt)
     params = [{"m": 0.1 * (i + 1)} for i in range(m)]
-    validations = [population.Validation("val", bench.val, "verification_accuracy")]
+    validations = [candidate_mod.Validation("val", bench.val, "verification_accuracy")]
     t = time.perf_counter()
-    packing.run_epoch(mode, trainee, trainee.state(), params, train=bench.train,
-                      validations=validations, batch_size=batch_size, lr=0.05, data_seed=1,
-                      candidate_seeds=list(range(m)), augment="flip")
+    population = population_mod.Population.choose(mode, "cpu")
+    population.run_epoch(trainee, trainee.state(), params, train=bench.train,
+                         validations=validations, batch_size=batch_size, lr=0.05, data_seed=1,
+                         candidate_seeds=list(range(m)), augment="flip")
     return time.perf_counter() - t
 
 

@@ -3,16 +3,16 @@
     import lfsearch
     results = lfsearch.search("search_softmax", epochs=5)   # a run, as `lfsearch search` does
 
-Sub-modules load on first use (`lfsearch.losses`, `lfsearch.data`, ...), so importing the
-package alone is cheap.
+Sub-packages load on first use (`lfsearch.losses`, `lfsearch.search`, ...), so importing the
+package alone is cheap. docs/architecture.md draws the layers.
 """
 
 import importlib
 
 __version__ = "0.1.0"
 
-_MODULES = ("margins", "losses", "models", "data", "evaluate", "controllers", "config",
-            "population", "packing", "search", "distributed", "compare", "report", "study")
+#: The layers of docs/architecture.md, lowest first.
+_MODULES = ("paths", "losses", "data", "models", "evaluation", "search", "experiments", "report")
 
 
 def __getattr__(name: str):

@@ -13,6 +13,10 @@ import signal
 import sys
 import threading
 
+from lfsearch import losses as losses_mod
+from lfsearch.search import config as config_mod
+from lfsearch.search import spaces as spaces_mod
+
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM, handled like Ctrl-C: run folders are marked interrupted, a study's trial is
@@ -30,24 +34,22 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def _cmd_losses(args: argparse.Namespace) -> int:
-    from lfsearch import losses, losses_recent
 
-    print(losses.describe_table())
+    print(losses_mod.describe_table())
     print()
-    print(losses_recent.modulation_table())
+    print(losses_mod.modulation_table())
     return 0
 
 
 def _cmd_spaces(args: argparse.Namespace) -> int:
-    from lfsearch import spaces
 
     if args.action == "copy":
-        target = spaces.copy_space(args.name, args.dest, force=args.force)
+        target = spaces_mod.copy_space(args.name, args.dest, force=args.force)
         print(f"wrote {target} (edit it, then: lfsearch search {target})")
     elif args.action == "show":
-        print(spaces.space_path(args.name).read_text(), end="")
+        print(spaces_mod.space_path(args.name).read_text(), end="")
     else:
-        print(spaces.listing())
+        print(spaces_mod.listing())
     return 0
 
 
@@ -59,8 +61,8 @@ def _format_params(params: dict[str, float], limit: int = 4) -> str:
 def _cmd_search(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from lfsearch.distributed import RankFailure
     from lfsearch.search import search
+    from lfsearch.search.distributed import RankFailure
 
     bar = None
 
@@ -120,8 +122,7 @@ def _describe_test(entry: dict) -> str:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     import json
 
-    from lfsearch import config as config_mod
-    from lfsearch.heldout import evaluate_run
+    from lfsearch.experiments.evaluate_run import evaluate_run
     from lfsearch.search import resolve_device
 
     result = evaluate_run(args.run_dir, args.benchmark or [],
@@ -140,7 +141,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_compare(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from lfsearch.compare import compare, parse_spaces, parse_seeds
+    from lfsearch.experiments.compare import compare
+    from lfsearch.experiments.run_plan import parse_seeds, parse_spaces
 
     bar = None
 
@@ -194,7 +196,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_study(args: argparse.Namespace) -> int:
-    from lfsearch.study import run_study
+    from lfsearch.experiments.study import run_study
 
     def progress(event) -> None:
         if args.quiet:

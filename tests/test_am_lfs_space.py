@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from lfsearch import config as config_mod
 from lfsearch import losses
-from lfsearch import margins as M
+from lfsearch.losses import margins
+from lfsearch.search import config as config_mod
 
 
 def space_box():
@@ -38,7 +38,7 @@ def test_tau_is_positive_everywhere_in_the_shipped_space():
         v = dict(zip(names, row))
         slopes = [v[f"tau_slope_{i}"] for i in range(bins)]
         intercepts = [v[f"tau_intercept_{i}"] for i in range(bins)]
-        tau = M.tau(p, slopes, intercepts)
+        tau = margins.tau(p, slopes, intercepts)
         worst = min(worst, float((tau / p).min()))  # tau(p)/p: no underflow at tiny p
     assert worst > 0.0
 
@@ -86,7 +86,7 @@ def test_check_ranges_matches_the_positivity_condition(slope, intercept, ok):
               **{f"tau_intercept_{i}": intercept for i in range(4)}}
     # the same question answered numerically on the corners of the box
     p = torch.linspace(1e-9, 1.0, 10001, dtype=torch.float64)
-    numeric = all(bool((M.tau(p, [a] * 4, [b] * 4) > 0).all())
+    numeric = all(bool((margins.tau(p, [a] * 4, [b] * 4) > 0).all())
                   for a in slope for b in intercept)
     assert numeric == ok
     if ok:

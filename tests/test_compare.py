@@ -9,9 +9,12 @@ import math
 import pandas as pd
 import pytest
 
-from lfsearch import compare as cmp
-from lfsearch import config as config_mod
 from lfsearch.cli import main as cli_main
+from lfsearch.experiments import compare as compare_mod
+from lfsearch.experiments import run_plan
+from lfsearch.experiments import statistics as statistics_mod
+from lfsearch.experiments import tables as tables_mod
+from lfsearch.search import config as config_mod
 
 # ---------------------------------------------------------------------------------------------
 # Hand-worked example (three seeds, so n − 1 = 2 degrees of freedom):
@@ -35,12 +38,12 @@ T_975_2 = math.sqrt(0.9025 * 2 / 0.0975)
 
 
 def test_t_quantile_matches_the_closed_form_for_two_degrees_of_freedom():
-    assert cmp.t_quantile(0.975, 2) == pytest.approx(T_975_2, rel=1e-9)
+    assert statistics_mod.t_quantile(0.975, 2) == pytest.approx(T_975_2, rel=1e-9)
     assert T_975_2 == pytest.approx(4.302653, abs=1e-6)
 
 
 def test_mean_std_and_confidence_interval_by_hand():
-    s = cmp.mean_ci(B)
+    s = statistics_mod.mean_ci(B)
     assert s["n"] == 3
     assert s["mean"] == pytest.approx(0.72)
     assert s["std"] == pytest.approx(0.02)
@@ -50,29 +53,29 @@ def test_mean_std_and_confidence_interval_by_hand():
 
 
 def test_mean_ci_of_fewer_than_two_values_has_no_spread():
-    one = cmp.mean_ci([0.8])
+    one = statistics_mod.mean_ci([0.8])
     assert one["mean"] == 0.8 and math.isnan(one["std"]) and math.isnan(one["ci_half"])
-    assert cmp.mean_ci([])["n"] == 0
-    assert cmp.mean_ci([0.5, float("nan"), 0.7])["n"] == 2  # a NaN metric is left out
+    assert statistics_mod.mean_ci([])["n"] == 0
+    assert statistics_mod.mean_ci([0.5, float("nan"), 0.7])["n"] == 2  # a NaN metric is left out
 
 
 def test_paired_t_test_and_wilcoxon_by_hand():
-    t = cmp.paired_test(A, B)
+    t = statistics_mod.paired_test(A, B)
     assert t["n"] == 3
     assert t["diff"] == pytest.approx(0.02)
     assert t["t"] == pytest.approx(2 * math.sqrt(3))
     assert t["p"] == pytest.approx(1 - math.sqrt(6 / 7))
     assert t["wilcoxon_p"] == pytest.approx(0.25)
-    flipped = cmp.paired_test(B, A)
+    flipped = statistics_mod.paired_test(B, A)
     assert flipped["t"] == pytest.approx(-2 * math.sqrt(3)) and flipped["p"] == pytest.approx(t["p"])
 
 
 def test_paired_test_is_undefined_without_pairs_or_variation():
-    assert math.isnan(cmp.paired_test([0.5], [0.4])["t"])
-    same = cmp.paired_test([0.5, 0.6], [0.5, 0.6])
+    assert math.isnan(statistics_mod.paired_test([0.5], [0.4])["t"])
+    same = statistics_mod.paired_test([0.5, 0.6], [0.5, 0.6])
     assert same["diff"] == 0 and math.isnan(same["t"]) and math.isnan(same["wilcoxon_p"])
     with pytest.raises(ValueError, match="equally long"):
-        cmp.paired_test([0.1, 0.2], [0.1])
+        statistics_mod.paired_test([0.1, 0.2], [0.1])
 
 
 def fake_runs() -> pd.DataFrame:
@@ -97,7 +100,7 @@ def fake_runs() -> pd.DataFrame:
 
 
 def test_the_summary_table_picks_the_best_margin_and_pairs_by_seed():
-    table = cmp.summarise(fake_runs()).set_index("method")
+    table = statistics_mod.summarise(fake_runs()).set_index("method")
     assert list(table.index) == ["softmax", "cosface", "arcface", "search_softmax"]
     assert (table["best_margin"] == "cosface").all()  # mean 0.74 beats arcface's 0.7333
     cos = table.loc["cosface"]
@@ -118,18 +121,18 @@ def test_two_runs_of_one_method_and_seed_are_refused():
     runs["run_dir"] = [f"r{i}" for i in range(len(runs))]
     runs = pd.concat([runs, runs.iloc[[0]].assign(run_dir="again")])
     with pytest.raises(ValueError, match=r"two complete runs of softmax seed 0 on digits \(r0, again\)"):
-        cmp.summarise(runs)
+        statistics_mod.summarise(runs)
 
 
 def test_another_metric_can_be_compared_and_an_unknown_one_is_refused():
-    table = cmp.summarise(fake_runs(), "roc_auc").set_index("method")
+    table = statistics_mod.summarise(fake_runs(), "roc_auc").set_index("method")
     assert table.loc["softmax", "mean"] == pytest.approx(0.77)
     with pytest.raises(ValueError, match="allowed: roc_auc, verification_accuracy"):
-        cmp.summarise(fake_runs(), "tar")
+        statistics_mod.summarise(fake_runs(), "tar")
 
 
 def test_the_markdown_table_shows_mean_std_ci_tests_and_compute():
-    md = cmp.table_markdown(cmp.summarise(fake_runs()))
+    md = tables_mod.table_markdown(statistics_mod.summarise(fake_runs()))
     lines = md.splitlines()
     assert lines[0].startswith("| benchmark | method | n | test verification_accuracy | 95% CI")
     cos = next(line for line in lines if "| cosface |" in line)
@@ -142,34 +145,34 @@ def test_the_markdown_table_shows_mean_std_ci_tests_and_compute():
 @pytest.mark.parametrize("text,want", [(3, [0, 1, 2]), ("2", [0, 1]), ("0,3,7", [0, 3, 7]),
                                        ("2-4", [2, 3, 4]), ([5, 1], [5, 1])])
 def test_seeds_are_a_count_or_a_list(text, want):
-    assert cmp.parse_seeds(text) == want
+    assert run_plan.parse_seeds(text) == want
 
 
 @pytest.mark.parametrize("bad", [0, "x", "1,1", "-1", [], True])
 def test_bad_seeds_are_refused(bad):
     with pytest.raises(ValueError, match="--seeds"):
-        cmp.parse_seeds(bad)
+        run_plan.parse_seeds(bad)
 
 
 def test_the_plan_validates_every_space_and_benchmark_before_training(tmp_path):
-    specs = cmp.plan(["digits"], ["softmax", "search_softmax"], [0, 1], tmp_path, {"epochs": 1})
+    specs = run_plan.plan(["digits"], ["softmax", "search_softmax"], [0, 1], tmp_path, {"epochs": 1})
     assert [(s.method, s.seed) for s in specs] == [("softmax", 0), ("softmax", 1),
                                                    ("search_softmax", 0), ("search_softmax", 1)]
     assert specs[-1].out == tmp_path / "digits" / "search_softmax" / "seed1"
     with pytest.raises(FileNotFoundError, match="not_a_space"):
-        cmp.plan(["digits"], ["softmax", "not_a_space"], [0], tmp_path, {})
+        run_plan.plan(["digits"], ["softmax", "not_a_space"], [0], tmp_path, {})
     with pytest.raises(ValueError, match="kind 'nope' is not known"):
-        cmp.plan(["nope"], ["softmax"], [0], tmp_path, {})
+        run_plan.plan(["nope"], ["softmax"], [0], tmp_path, {})
     with pytest.raises(ValueError, match="appears twice"):
-        cmp.plan(["digits"], ["softmax", "softmax"], [0], tmp_path, {})
+        run_plan.plan(["digits"], ["softmax", "softmax"], [0], tmp_path, {})
     with pytest.raises(ValueError, match="training.epochs"):
-        cmp.plan(["digits"], ["softmax"], [0], tmp_path, {"epochs": 0})
+        run_plan.plan(["digits"], ["softmax"], [0], tmp_path, {"epochs": 0})
     assert not any(tmp_path.iterdir())
 
 
 TINY = dict(epochs=1, candidates=2, device="cpu")
 BENCH = "digits?train_classes=2&pairs=200"  # small: 2 training classes, 200 pairs
-TAG = cmp.safe_name(BENCH)
+TAG = run_plan.safe_name(BENCH)
 
 
 @pytest.fixture(scope="session")
@@ -177,7 +180,7 @@ def compared(tmp_path_factory):
     """A tiny compare (2 methods x 2 seeds, 1 epoch), shared with test_report."""
     out = tmp_path_factory.mktemp("compare") / "cmp"
     events = []
-    result = cmp.compare([BENCH], "softmax,search_softmax", 2, out=out, progress=events.append,
+    result = compare_mod.compare([BENCH], "softmax,search_softmax", 2, out=out, progress=events.append,
                          **TINY)
     return out, result, events
 
@@ -216,7 +219,7 @@ def test_a_second_compare_skips_complete_runs_and_resumes_interrupted_ones(compa
     # an interrupt after the last epoch's checkpoint but before the test
     (run / "results.json").unlink()
     (run / "manifest.json").write_text(json.dumps({**before, "status": "interrupted"}))
-    again = cmp.compare([BENCH], ["softmax", "search_softmax"], "0-1", out=out, **TINY)
+    again = compare_mod.compare([BENCH], ["softmax", "search_softmax"], "0-1", out=out, **TINY)
     assert again["done"] == {f"{TAG}/softmax/seed0": "skipped",
                              f"{TAG}/softmax/seed1": "skipped",
                              f"{TAG}/search_softmax/seed0": "skipped",
@@ -230,7 +233,7 @@ def test_a_second_compare_skips_complete_runs_and_resumes_interrupted_ones(compa
 def test_a_compare_with_other_settings_on_the_same_folder_is_refused(compared):
     out, _, _ = compared
     with pytest.raises(ValueError, match="different configuration.*training.epochs"):
-        cmp.compare([BENCH], "softmax", 2, out=out, **{**TINY, "epochs": 2})
+        compare_mod.compare([BENCH], "softmax", 2, out=out, **{**TINY, "epochs": 2})
 
 
 def test_compare_threads_reach_every_run_it_starts(tmp_path, capsys):

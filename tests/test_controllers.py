@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from lfsearch import controllers as C
-from lfsearch.controllers import ParamSpec
+from lfsearch.search import controllers
+from lfsearch.search.controllers import ParamSpec
 
 X = ParamSpec("x", 0.0, 1.0, 0.2)
 XY = [ParamSpec("x", 0.0, 1.0, 0.2), ParamSpec("y", -1.0, 1.0, 0.8)]
@@ -95,10 +95,10 @@ def test_paramspec_rejects_bad_input_naming_the_field(kwargs, field):
 # ------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", C.KINDS)
+@pytest.mark.parametrize("kind", controllers.KINDS)
 def test_samples_respect_bounds(kind):
-    ctrl = C.build(kind, MIXED, seed=3, **QUICK[kind])
-    assert isinstance(ctrl, C.Controller)
+    ctrl = controllers.build(kind, MIXED, seed=3, **QUICK[kind])
+    assert isinstance(ctrl, controllers.Controller)
     for params in run_epochs(ctrl, mixed_reward, epochs=6, m=5):
         assert len(params) == 5
         for p in params:
@@ -109,16 +109,16 @@ def test_samples_respect_bounds(kind):
 
 
 def test_reinforce_clips_draws_to_bounds_even_with_a_wide_policy():
-    ctrl = C.build("reinforce", [ParamSpec("x", 0.0, 1.0, 0.0)], seed=0, sigma=1.0)
+    ctrl = controllers.build("reinforce", [ParamSpec("x", 0.0, 1.0, 0.0)], seed=0, sigma=1.0)
     xs = [p["x"] for p in ctrl.sample(200)]
     assert min(xs) == 0.0 and max(xs) <= 1.0 and sum(x == 0.0 for x in xs) > 50
 
 
-@pytest.mark.parametrize("kind", C.KINDS)
+@pytest.mark.parametrize("kind", controllers.KINDS)
 def test_same_seed_same_samples_other_seed_other_samples(kind):
-    a = run_epochs(C.build(kind, MIXED, seed=7, **QUICK[kind]), mixed_reward, 5, 4)
-    b = run_epochs(C.build(kind, MIXED, seed=7, **QUICK[kind]), mixed_reward, 5, 4)
-    c = run_epochs(C.build(kind, MIXED, seed=8, **QUICK[kind]), mixed_reward, 5, 4)
+    a = run_epochs(controllers.build(kind, MIXED, seed=7, **QUICK[kind]), mixed_reward, 5, 4)
+    b = run_epochs(controllers.build(kind, MIXED, seed=7, **QUICK[kind]), mixed_reward, 5, 4)
+    c = run_epochs(controllers.build(kind, MIXED, seed=8, **QUICK[kind]), mixed_reward, 5, 4)
     assert a == b
     if kind != "fixed":
         assert a != c
@@ -141,7 +141,7 @@ def test_state_dict_round_trip_continues_identically(kind, settings):
     space, reward, later = ([X], quadratic, 2) if gp else (MIXED, mixed_reward, 3)
 
     def fresh():
-        return C.build(kind, space, seed=11, **settings)
+        return controllers.build(kind, space, seed=11, **settings)
 
     straight = fresh()
     run_epochs(straight, reward, epochs=2 if gp else 4, m=3)
@@ -158,9 +158,9 @@ def test_state_dict_round_trip_continues_identically(kind, settings):
     np.testing.assert_allclose(list(row.values()), list(expected_row.values()))
 
 
-@pytest.mark.parametrize("kind", C.KINDS)
+@pytest.mark.parametrize("kind", controllers.KINDS)
 def test_describe_is_a_flat_row_of_floats_with_fixed_columns(kind):
-    ctrl = C.build(kind, XY, seed=0, **QUICK[kind])
+    ctrl = controllers.build(kind, XY, seed=0, **QUICK[kind])
     first = ctrl.describe()
     run_epochs(ctrl, quadratic, 3, 4)
     later = ctrl.describe()
@@ -169,10 +169,10 @@ def test_describe_is_a_flat_row_of_floats_with_fixed_columns(kind):
 
 
 def test_describe_columns_per_kind():
-    assert set(C.build("reinforce", XY, seed=0).describe()) >= {
+    assert set(controllers.build("reinforce", XY, seed=0).describe()) >= {
         "mu_x", "mu_y", "sigma_x", "sigma_y", "best_reward"}
-    assert set(C.build("fixed", XY, seed=0).describe()) == {"epoch", "value_x", "value_y"}
-    assert set(C.build("optuna", XY, seed=0).describe()) >= {"best_x", "best_y", "best_reward"}
+    assert set(controllers.build("fixed", XY, seed=0).describe()) == {"epoch", "value_x", "value_y"}
+    assert set(controllers.build("optuna", XY, seed=0).describe()) >= {"best_x", "best_y", "best_reward"}
 
 
 # ------------------------------------------------------------------------------------------
@@ -181,14 +181,14 @@ def test_describe_columns_per_kind():
 
 
 def test_fixed_returns_init_values_and_allows_an_empty_space():
-    ctrl = C.build("fixed", XY, seed=0)
+    ctrl = controllers.build("fixed", XY, seed=0)
     assert ctrl.sample(3) == [{"x": 0.2, "y": 0.8}] * 3
-    assert C.build("fixed", [], seed=0).sample(2) == [{}, {}]
+    assert controllers.build("fixed", [], seed=0).sample(2) == [{}, {}]
 
 
 def test_fixed_schedule_replays_in_order_and_repeats_the_last_entry():
     schedule = [{"x": 0.1, "y": 0.0}, {"x": 0.5}, {"x": 0.9, "y": -1.0}]
-    ctrl = C.build("fixed", XY, seed=0, schedule=schedule)
+    ctrl = controllers.build("fixed", XY, seed=0, schedule=schedule)
     got = [batch[0] for batch in run_epochs(ctrl, quadratic, epochs=5, m=2)]
     assert got == [{"x": 0.1, "y": 0.0}, {"x": 0.5, "y": 0.8},  # missing y: its init
                    {"x": 0.9, "y": -1.0}, {"x": 0.9, "y": -1.0}, {"x": 0.9, "y": -1.0}]
@@ -201,7 +201,7 @@ def test_fixed_schedule_replays_in_order_and_repeats_the_last_entry():
 
 
 def test_random_is_uniform_in_the_working_space():
-    ctrl = C.build("random", [X, LOG_A], seed=0)
+    ctrl = controllers.build("random", [X, LOG_A], seed=0)
     params = ctrl.sample(4000)
     xs = np.array([p["x"] for p in params])
     log_a = np.log10([p["a"] for p in params])
@@ -211,7 +211,7 @@ def test_random_is_uniform_in_the_working_space():
 
 
 def test_random_warmup_returns_init_then_searches():
-    ctrl = C.build("random", XY, seed=0, warmup_epochs=2)
+    ctrl = controllers.build("random", XY, seed=0, warmup_epochs=2)
     batches = run_epochs(ctrl, quadratic, epochs=3, m=3)
     assert batches[0] == batches[1] == [{"x": 0.2, "y": 0.8}] * 3
     assert len({p["x"] for p in batches[2]}) == 3
@@ -223,7 +223,7 @@ def test_random_warmup_returns_init_then_searches():
 
 
 def reinforce_trajectory(space, reward, *, seed, epochs, m, **settings):
-    ctrl = C.build("reinforce", space, seed=seed, **settings)
+    ctrl = controllers.build("reinforce", space, seed=seed, **settings)
     trajectory = []
     for _ in range(epochs):
         params = ctrl.sample(m)
@@ -270,7 +270,7 @@ def test_reinforce_log_space_parameter_converges():
 def test_reinforce_moves_a_mean_that_starts_at_the_lower_bound():
     # The released AM-LFS/LFS code passes the mean through a ReLU at zero, which blocks its
     # gradient forever. Ours starts at the bound and moves at the very first update.
-    ctrl = C.build("reinforce", [ParamSpec("x", 0.0, 1.0, 0.0)], seed=0)
+    ctrl = controllers.build("reinforce", [ParamSpec("x", 0.0, 1.0, 0.0)], seed=0)
     params = ctrl.sample(6)
     ctrl.update(params, [quadratic(p) for p in params])
     assert ctrl.mean()["x"] > 0.0
@@ -290,7 +290,7 @@ def test_reinforce_learns_with_every_optimizer_and_normalisation(settings):
 
 
 def test_reinforce_gradient_matches_the_formula():
-    ctrl = C.build("reinforce", [X], seed=0, optimizer="sgd", lr=1e-3,
+    ctrl = controllers.build("reinforce", [X], seed=0, optimizer="sgd", lr=1e-3,
                    reward_normalisation="mean")
     params = [{"x": 0.1}, {"x": 0.3}, {"x": 0.5}]  # not proposed by the controller
     rewards = [0.0, 1.0, 5.0]
@@ -302,8 +302,8 @@ def test_reinforce_gradient_matches_the_formula():
 
 
 def test_reinforce_update_matches_candidates_by_value_not_order():
-    a = C.build("reinforce", XY, seed=4)
-    b = C.build("reinforce", XY, seed=4)
+    a = controllers.build("reinforce", XY, seed=4)
+    b = controllers.build("reinforce", XY, seed=4)
     pa, pb = a.sample(5), b.sample(5)
     a.update(pa, [quadratic(p) for p in pa])
     b.update(pb[::-1], [quadratic(p) for p in pb[::-1]])
@@ -313,7 +313,7 @@ def test_reinforce_update_matches_candidates_by_value_not_order():
 
 
 def test_reinforce_warmup_keeps_mean_fixed_then_learns():
-    ctrl = C.build("reinforce", [X], seed=0, warmup_epochs=3)
+    ctrl = controllers.build("reinforce", [X], seed=0, warmup_epochs=3)
     for _ in range(3):
         params = ctrl.sample(4)
         assert params == [{"x": 0.2}] * 4
@@ -326,7 +326,7 @@ def test_reinforce_warmup_keeps_mean_fixed_then_learns():
 
 
 def test_reinforce_survives_non_finite_rewards():
-    ctrl = C.build("reinforce", [X], seed=0)
+    ctrl = controllers.build("reinforce", [X], seed=0)
     params = ctrl.sample(4)
     ctrl.update(params, [math.nan, 1.0, math.inf, -math.inf][: len(params)])
     assert math.isfinite(ctrl.mean()["x"])
@@ -337,12 +337,12 @@ def test_reinforce_survives_non_finite_rewards():
 
 def test_reward_normalisations():
     r = np.array([1.0, 2.0, 2.0, 7.0])
-    z = C.normalise_rewards(r, "zscore")
+    z = controllers.normalise_rewards(r, "zscore")
     assert z.mean() == pytest.approx(0) and z.std() == pytest.approx(1)
-    assert list(C.normalise_rewards(r, "mean")) == [-2.0, -1.0, -1.0, 4.0]
-    assert list(C.normalise_rewards(r, "rank")) == pytest.approx([-0.5, 0.0, 0.0, 0.5])
-    assert list(C.normalise_rewards(r, "none")) == list(r)
-    assert list(C.normalise_rewards(np.full(3, 0.9), "zscore")) == [0.0, 0.0, 0.0]
+    assert list(controllers.normalise_rewards(r, "mean")) == [-2.0, -1.0, -1.0, 4.0]
+    assert list(controllers.normalise_rewards(r, "rank")) == pytest.approx([-0.5, 0.0, 0.0, 0.5])
+    assert list(controllers.normalise_rewards(r, "none")) == list(r)
+    assert list(controllers.normalise_rewards(np.full(3, 0.9), "zscore")) == [0.0, 0.0, 0.0]
 
 
 # ------------------------------------------------------------------------------------------
@@ -351,7 +351,7 @@ def test_reward_normalisations():
 
 
 def test_optuna_tpe_improves_on_a_synthetic_reward():
-    ctrl = C.build("optuna", XY, seed=0)
+    ctrl = controllers.build("optuna", XY, seed=0)
     batches = run_epochs(ctrl, quadratic, epochs=12, m=6)
     assert batches[0][0] == {"x": 0.2, "y": 0.8}  # the init point is the first candidate
     best, value = ctrl.best()
@@ -363,7 +363,7 @@ def test_optuna_tpe_improves_on_a_synthetic_reward():
 
 
 def test_optuna_log_parameter_uses_log_distribution():
-    ctrl = C.build("optuna", [LOG_A], seed=0, n_startup_trials=6)
+    ctrl = controllers.build("optuna", [LOG_A], seed=0, n_startup_trials=6)
     batches = run_epochs(ctrl, log_quadratic, epochs=8, m=5)
     best, _ = ctrl.best()
     assert abs(math.log10(best["a"]) - 2.0) < 0.3, best
@@ -372,7 +372,7 @@ def test_optuna_log_parameter_uses_log_distribution():
 
 
 def test_optuna_gp_sampler_runs():
-    ctrl = C.build("optuna", [X], seed=0, sampler="gp", n_startup_trials=3)
+    ctrl = controllers.build("optuna", [X], seed=0, sampler="gp", n_startup_trials=3)
     run_epochs(ctrl, quadratic, epochs=3, m=3)
     best, _ = ctrl.best()
     assert 0.0 <= best["x"] <= 1.0
@@ -383,15 +383,15 @@ def test_optuna_cmaes_sampler_or_clear_error():
         import cmaes  # noqa: F401
     except ImportError:
         with pytest.raises(ValueError, match="cmaes"):
-            C.build("optuna", XY, seed=0, sampler="cmaes")
+            controllers.build("optuna", XY, seed=0, sampler="cmaes")
         return
-    ctrl = C.build("optuna", XY, seed=0, sampler="cmaes")
+    ctrl = controllers.build("optuna", XY, seed=0, sampler="cmaes")
     for params in run_epochs(ctrl, quadratic, epochs=3, m=4):
         assert all(0 <= p["x"] <= 1 and -1 <= p["y"] <= 1 for p in params)
 
 
 def test_optuna_warmup_and_failed_candidates():
-    ctrl = C.build("optuna", [X], seed=0, warmup_epochs=2, n_startup_trials=2)
+    ctrl = controllers.build("optuna", [X], seed=0, warmup_epochs=2, n_startup_trials=2)
     for _ in range(2):
         params = ctrl.sample(3)
         assert params == [{"x": 0.2}] * 3
@@ -409,7 +409,7 @@ def test_optuna_leaves_logging_as_it_was():
     import optuna
 
     before = optuna.logging.get_verbosity()
-    run_epochs(C.build("optuna", [X], seed=0), quadratic, 2, 2)
+    run_epochs(controllers.build("optuna", [X], seed=0), quadratic, 2, 2)
     assert optuna.logging.get_verbosity() == before
 
 
@@ -419,39 +419,39 @@ def test_optuna_leaves_logging_as_it_was():
 
 
 @pytest.mark.parametrize("call, message", [
-    (lambda: C.build("cmaes", [X], seed=0), r"kind must be one of \['fixed', 'random'"),
-    (lambda: C.build("reinforce", [X], seed=0, sigmaa=0.1), r"unknown setting.*'sigmaa'.*allowed"),
-    (lambda: C.build("fixed", [X], seed=0, sigma=0.1), r"unknown setting.*allowed: \['schedule'\]"),
-    (lambda: C.build("reinforce", [X], seed=0, optimizer="rmsprop"),
+    (lambda: controllers.build("cmaes", [X], seed=0), r"kind must be one of \['fixed', 'random'"),
+    (lambda: controllers.build("reinforce", [X], seed=0, sigmaa=0.1), r"unknown setting.*'sigmaa'.*allowed"),
+    (lambda: controllers.build("fixed", [X], seed=0, sigma=0.1), r"unknown setting.*allowed: \['schedule'\]"),
+    (lambda: controllers.build("reinforce", [X], seed=0, optimizer="rmsprop"),
      r"optimizer must be one of \['adam', 'sgd'\]"),
-    (lambda: C.build("reinforce", [X], seed=0, reward_normalisation="minmax"),
+    (lambda: controllers.build("reinforce", [X], seed=0, reward_normalisation="minmax"),
      r"reward_normalisation must be one of \['zscore', 'mean', 'rank', 'none'\]"),
-    (lambda: C.build("optuna", [X], seed=0, sampler="nsga2"),
+    (lambda: controllers.build("optuna", [X], seed=0, sampler="nsga2"),
      r"sampler must be one of \['tpe', 'cmaes', 'gp', 'random'\]"),
-    (lambda: C.build("reinforce", [X], seed=0, sigma=0.0), r"sigma \(x\) must be > 0"),
-    (lambda: C.build("reinforce", [X], seed=0, sigma={"z": 0.1}), r"sigma: unknown parameter"),
-    (lambda: C.build("reinforce", [X], seed=0, sigma_decay=1.5), r"sigma_decay must be > 0 and <= 1"),
-    (lambda: C.build("reinforce", [X], seed=0, lr=-1), r"lr must be > 0"),
-    (lambda: C.build("random", [X], seed=0, warmup_epochs=-1), r"warmup_epochs must be an integer >= 0"),
-    (lambda: C.build("random", [X], seed="0"), r"seed must be an integer"),
-    (lambda: C.build("random", [], seed=0), r"needs at least one parameter"),
-    (lambda: C.build("random", [X, X], seed=0), r"duplicate parameter name"),
-    (lambda: C.build("random", ["x"], seed=0), r"space entries must be ParamSpec"),
-    (lambda: C.build("random", [{"name": "x", "low": 0, "hi": 1, "init": 0}], seed=0),
+    (lambda: controllers.build("reinforce", [X], seed=0, sigma=0.0), r"sigma \(x\) must be > 0"),
+    (lambda: controllers.build("reinforce", [X], seed=0, sigma={"z": 0.1}), r"sigma: unknown parameter"),
+    (lambda: controllers.build("reinforce", [X], seed=0, sigma_decay=1.5), r"sigma_decay must be > 0 and <= 1"),
+    (lambda: controllers.build("reinforce", [X], seed=0, lr=-1), r"lr must be > 0"),
+    (lambda: controllers.build("random", [X], seed=0, warmup_epochs=-1), r"warmup_epochs must be an integer >= 0"),
+    (lambda: controllers.build("random", [X], seed="0"), r"seed must be an integer"),
+    (lambda: controllers.build("random", [], seed=0), r"needs at least one parameter"),
+    (lambda: controllers.build("random", [X, X], seed=0), r"duplicate parameter name"),
+    (lambda: controllers.build("random", ["x"], seed=0), r"space entries must be ParamSpec"),
+    (lambda: controllers.build("random", [{"name": "x", "low": 0, "hi": 1, "init": 0}], seed=0),
      r"unknown key\(s\) \['hi'\]; allowed"),
-    (lambda: C.build("fixed", [X], seed=0, schedule=[{"z": 0.1}]), r"schedule\[0\]: unknown parameter"),
-    (lambda: C.build("fixed", [X], seed=0, schedule=[{"x": 0.1}, {"x": 2.0}]),
+    (lambda: controllers.build("fixed", [X], seed=0, schedule=[{"z": 0.1}]), r"schedule\[0\]: unknown parameter"),
+    (lambda: controllers.build("fixed", [X], seed=0, schedule=[{"x": 0.1}, {"x": 2.0}]),
      r"schedule\[1\]\['x'\] = 2 is outside \[low, high\] = \[0, 1\]"),
-    (lambda: C.build("fixed", [X], seed=0, schedule=[]), r"schedule must hold at least one"),
-    (lambda: C.build("random", [X], seed=0).sample(0), r"n \(candidates\) must be an integer >= 1"),
-    (lambda: C.build("reinforce", [X], seed=0).update([{"x": 0.5}], [1.0, 2.0]),
+    (lambda: controllers.build("fixed", [X], seed=0, schedule=[]), r"schedule must hold at least one"),
+    (lambda: controllers.build("random", [X], seed=0).sample(0), r"n \(candidates\) must be an integer >= 1"),
+    (lambda: controllers.build("reinforce", [X], seed=0).update([{"x": 0.5}], [1.0, 2.0]),
      r"rewards: got 2 rewards for 1 params"),
-    (lambda: C.build("reinforce", [X], seed=0).update([{"y": 0.5}], [1.0]),
+    (lambda: controllers.build("reinforce", [X], seed=0).update([{"y": 0.5}], [1.0]),
      r"params\[0\] must be a dict with exactly the keys \['x'\]"),
-    (lambda: C.build("reinforce", [X], seed=0).load_state_dict(
-        C.build("random", [X], seed=0).state_dict()), r"state is for kind 'random'"),
-    (lambda: C.build("reinforce", [X], seed=0).load_state_dict(
-        C.build("reinforce", XY, seed=0).state_dict()), r"search space differs"),
+    (lambda: controllers.build("reinforce", [X], seed=0).load_state_dict(
+        controllers.build("random", [X], seed=0).state_dict()), r"state is for kind 'random'"),
+    (lambda: controllers.build("reinforce", [X], seed=0).load_state_dict(
+        controllers.build("reinforce", XY, seed=0).state_dict()), r"search space differs"),
 ])
 def test_bad_input_raises_value_error_naming_the_field(call, message):
     with pytest.raises(ValueError, match=message):
@@ -459,8 +459,8 @@ def test_bad_input_raises_value_error_naming_the_field(call, message):
 
 
 def test_available_lists_kinds_and_settings():
-    settings = C.available()
-    assert tuple(settings) == C.KINDS
+    settings = controllers.available()
+    assert tuple(settings) == controllers.KINDS
     assert "warmup_epochs" in settings["reinforce"] and "sampler" in settings["optuna"]
 
 
@@ -469,7 +469,7 @@ def test_available_lists_kinds_and_settings():
 
 def sgd_reinforce(**settings):
     """A reinforce controller whose update is readable: plain SGD, a tiny step."""
-    return C.build("reinforce", [X], seed=0, optimizer="sgd", lr=1e-4, **settings)
+    return controllers.build("reinforce", [X], seed=0, optimizer="sgd", lr=1e-4, **settings)
 
 
 def expected_grad(actions, advantages, mu, sigma=0.1):
@@ -514,8 +514,8 @@ def test_zscore_divides_the_baselined_reward_by_the_batch_std():
 def test_rank_normalisation_gives_centred_ranks_whatever_the_baseline():
     acts, rewards = [0.1, 0.3, 0.5, 0.7], [0.3, 0.1, 0.2, 0.4]
     ranks = [1 / 6, -1 / 2, -1 / 6, 1 / 2]  # ranks 2, 0, 1, 3 of 0..3, over 3, minus 0.5
-    assert list(C.advantages(np.array(rewards), "rank", 123.0)) == pytest.approx(ranks)
-    for baseline in C.BASELINES:
+    assert list(controllers.advantages(np.array(rewards), "rank", 123.0)) == pytest.approx(ranks)
+    for baseline in controllers.BASELINES:
         ctrl = sgd_reinforce(baseline=baseline, reward_normalisation="rank")
         ctrl.update([{"x": a} for a in acts], rewards)
         assert ctrl.describe()["grad_x"] == pytest.approx(expected_grad(acts, ranks, 0.2))
@@ -529,7 +529,7 @@ def test_rank_normalisation_gives_centred_ranks_whatever_the_baseline():
     ("cosine", 0.02 + 0.18 * 0.5),             # sigma_f + (sigma - sigma_f)(1 + cos(pi/2))/2
 ])
 def test_sigma_schedule_goes_from_sigma_to_sigma_final(schedule, middle):
-    ctrl = C.build("reinforce", [ParamSpec("x", 0.0, 1.0, 0.5)], seed=0, sigma=0.2,
+    ctrl = controllers.build("reinforce", [ParamSpec("x", 0.0, 1.0, 0.5)], seed=0, sigma=0.2,
                    sigma_final=0.02, sigma_schedule=schedule, horizon=5)
     used = []
     for _ in range(5):  # five updates: the sigmas the five batches were drawn with
@@ -547,7 +547,7 @@ def test_sigma_schedule_goes_from_sigma_to_sigma_final(schedule, middle):
 
 
 def test_sigma_schedule_starts_after_the_warmup():
-    ctrl = C.build("reinforce", [X], seed=0, sigma=0.2, sigma_final=0.05, horizon=4,
+    ctrl = controllers.build("reinforce", [X], seed=0, sigma=0.2, sigma_final=0.05, horizon=4,
                    warmup_epochs=2)
     used = []
     for _ in range(4):
@@ -567,4 +567,4 @@ def test_sigma_schedule_starts_after_the_warmup():
 ])
 def test_bad_annealing_and_baseline_settings_are_refused(settings, message):
     with pytest.raises(ValueError, match=message):
-        C.build("reinforce", [X], seed=0, **settings)
+        controllers.build("reinforce", [X], seed=0, **settings)

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from lfsearch.experiments import study as study_mod
+
 optuna = pytest.importorskip("optuna")
 
-from lfsearch import study as study_mod  # noqa: E402
 from test_study import load_study, stub  # noqa: E402,F401  (stub: a fixture)
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lfsearch import distributed
+from lfsearch.search import distributed as distributed_mod
 from lfsearch.search import search
 
 ARGS = ["search_softmax", "--epochs", "2", "--candidates", "3", "--seed", "5", "--device", "cpu"]
@@ -90,8 +90,8 @@ def reference(tmp_path_factory) -> Path:
 
 
 def test_candidates_are_dealt_round_robin():
-    assert [distributed.assigned(3, r, 2) for r in range(2)] == [[0, 2], [1]]
-    assert [distributed.assigned(2, r, 4) for r in range(4)] == [[0], [1], [], []]
+    assert [distributed_mod.assigned(3, r, 2) for r in range(2)] == [[0, 2], [1]]
+    assert [distributed_mod.assigned(2, r, 4) for r in range(4)] == [[0], [1], [], []]
 
 
 def test_a_state_travels_as_one_buffer_with_exact_dtypes_and_shapes():
@@ -106,15 +106,15 @@ def test_a_state_travels_as_one_buffer_with_exact_dtypes_and_shapes():
                       "param_groups": [{"lr": 0.1, "params": [0]}]},
         "tuple": (torch.arange(3), "x"),
     }
-    skeleton, tensors = distributed.flatten_state(state)
-    buffer = distributed.pack(tensors, skeleton[0], torch.device("cpu"))
+    skeleton, tensors = distributed_mod.flatten_state(state)
+    buffer = distributed_mod.pack(tensors, skeleton[0], torch.device("cpu"))
     assert buffer.dtype == torch.uint8 and buffer.dim() == 1 and buffer.numel() == skeleton[0]
     assert skeleton[0] == sum(t.numel() * t.element_size() for t in
                               [state["model"][k] for k in state["model"]]
                               + [state["optimizer"]["state"][0]["step"],
                                  state["optimizer"]["state"][0]["exp_avg"],
                                  state["tuple"][0]])
-    back = distributed.unflatten_state(skeleton, buffer.clone(), torch.device("cpu"))
+    back = distributed_mod.unflatten_state(skeleton, buffer.clone(), torch.device("cpu"))
     assert same_state(back, state)
     assert isinstance(back["model"], collections.OrderedDict) and isinstance(back["tuple"], tuple)
     assert back["model"]["w"].data_ptr() != state["model"]["w"].data_ptr()

@@ -12,7 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lfsearch import data, evaluate, models
+from lfsearch import data
+from lfsearch import models as models_mod
+from lfsearch.evaluation import metrics as metrics_mod
 
 # Hand-worked example: 12 pairs in 2 folds (T = same, F = different).
 #   fold 0: 0.95 T, 0.65 F, 0.50 T, 0.45 T, 0.35 F, 0.05 F
@@ -40,7 +42,7 @@ def test_verification_matches_the_hand_worked_example():
     #   .50 (4,2): FAR = 2/6 = FRR = 1 - 4/6 -> EER = 1/3.
     # TAR at FAR <= 0.2 (1 false accept of 6): best point (3,1) -> 3/6; at FAR <= 0.5: (5,3) -> 5/6.
     # FAR 1e-2 needs 100 negative pairs; there are 6 -> NaN.
-    m = evaluate.verification_metrics(SCORES, SAME, FOLDS, far_targets=(1e-2, 0.2, 0.5))
+    m = metrics_mod.verification_metrics(SCORES, SAME, FOLDS, far_targets=(1e-2, 0.2, 0.5))
     assert m["verification_accuracy"] == pytest.approx(7 / 12)
     assert m["verification_accuracy_std"] == pytest.approx(1 / 12)
     assert m["threshold"] == pytest.approx(0.55)
@@ -56,7 +58,7 @@ def test_default_keys_and_nan_where_too_few_negative_pairs():
     rng = np.random.default_rng(0)
     same = np.repeat([True, False], 1500)
     scores = rng.normal(same.astype(float), 1.0)
-    m = evaluate.verification_metrics(scores, same)  # KFold(10) contiguous folds
+    m = metrics_mod.verification_metrics(scores, same)  # KFold(10) contiguous folds
     for key in ("verification_accuracy", "roc_auc", "eer", "tar@far=1e-2", "tar@far=1e-3"):
         assert np.isfinite(m[key])
     assert math.isnan(m["tar@far=1e-4"])  # 1500 negatives < 1 / 1e-4
@@ -67,19 +69,19 @@ def test_default_keys_and_nan_where_too_few_negative_pairs():
 def test_perfect_and_reversed_scores():
     same = [True, True, True, False, False, False] * 2
     good = [0.9, 0.8, 0.7, 0.2, 0.1, 0.0] * 2
-    m = evaluate.verification_metrics(good, same)
+    m = metrics_mod.verification_metrics(good, same)
     assert m["verification_accuracy"] == 1.0 and m["roc_auc"] == 1.0 and m["eer"] == 0.0
-    bad = evaluate.verification_metrics([-s for s in good], same, [0] * 6 + [1] * 6)
+    bad = metrics_mod.verification_metrics([-s for s in good], same, [0] * 6 + [1] * 6)
     assert bad["roc_auc"] == 0.0 and bad["eer"] == 1.0
 
 
 def test_verification_rejects_bad_input():
     with pytest.raises(ValueError, match="same and different"):
-        evaluate.verification_metrics([0.1, 0.2], [True, True])
+        metrics_mod.verification_metrics([0.1, 0.2], [True, True])
     with pytest.raises(ValueError, match="same length"):
-        evaluate.verification_metrics([0.1, 0.2, 0.3], [True, False])
+        metrics_mod.verification_metrics([0.1, 0.2, 0.3], [True, False])
     with pytest.raises(ValueError, match="2 or more folds"):
-        evaluate.verification_metrics([0.1, 0.2], [True, False], [0, 0])
+        metrics_mod.verification_metrics([0.1, 0.2], [True, False], [0, 0])
 
 
 def test_identification_rank1_hand_example():
@@ -88,17 +90,17 @@ def test_identification_rank1_hand_example():
     # probe 3 (1, .5): cosines .89 / .45 / -.89 -> label 0, wrong (it is 1). Rank-1 = 1/2.
     e = torch.tensor([[1.0, 0.0], [1.0, 0.2], [0.0, 1.0], [1.0, 0.5], [-1.0, 0.0]])
     labels = torch.tensor([0, 0, 1, 1, 2])
-    assert evaluate.identification_rank1(e, labels) == pytest.approx(0.5)
+    assert metrics_mod.identification_rank1(e, labels) == pytest.approx(0.5)
     # gallery rows 1, 3, 4 instead: probe 0 (1, 0): cosines .98 / .89 / -1 -> label 0, right;
     # probe 2 (0, 1): cosines .20 / .45 / 0 -> label 1, right. Rank-1 = 1.
     gallery = torch.tensor([False, True, False, True, True])
-    assert evaluate.identification_rank1(e, labels, gallery) == pytest.approx(1.0)
-    assert math.isnan(evaluate.identification_rank1(e[[0, 2]], labels[[0, 2]]))
+    assert metrics_mod.identification_rank1(e, labels, gallery) == pytest.approx(1.0)
+    assert math.isnan(metrics_mod.identification_rank1(e[[0, 2]], labels[[0, 2]]))
 
 
 def test_classification_accuracy():
     logits = torch.tensor([[2.0, 1.0, 0.0], [0.0, 3.0, 1.0], [1.0, 0.0, 5.0], [9.0, 0.0, 0.0]])
-    assert evaluate.classification_accuracy(logits, torch.tensor([0, 1, 1, 2])) == 0.5
+    assert metrics_mod.classification_accuracy(logits, torch.tensor([0, 1, 1, 2])) == 0.5
 
 
 class Flatten(nn.Module):
@@ -138,22 +140,22 @@ def test_evaluate_verification_uses_cosine_of_embeddings_and_restores_mode():
                                    torch.tensor([0, 0, 1, 1, 0, 2]))
     model = Flatten()
     model.train()
-    m = evaluate.evaluate(model, None, split, batch_size=4)
+    m = metrics_mod.evaluate(model, None, split, batch_size=4)
     assert model.training and torch.is_grad_enabled()
     assert model.calls == [(False, False), (False, False)]  # two batches, eval, no grad
     cos = F.cosine_similarity(vecs[pairs[:, 0]], vecs[pairs[:, 1]])
-    want = evaluate.verification_metrics(cos, same, split.folds)
+    want = metrics_mod.verification_metrics(cos, same, split.folds)
     assert {k: m[k] for k in want} == pytest.approx(want, nan_ok=True)
     assert "rank1" in m
     model.eval()
-    evaluate.evaluate(model, None, split)
+    metrics_mod.evaluate(model, None, split)
     assert not model.training
 
 
 def test_embed_with_flip_adds_the_mirrored_images_embedding():
     model = Flatten()
     images = torch.arange(12.0).view(2, 1, 2, 3)
-    got = evaluate.embed(model, images, flip=True)
+    got = metrics_mod.embed(model, images, flip=True)
     assert torch.equal(got, images.flatten(1) + images.flip(-1).flatten(1))
 
 
@@ -166,10 +168,10 @@ def test_evaluate_classification_uses_the_heads_logits_and_restores_both_modes()
     split = data.ClassificationSplit(images, torch.tensor([0, 1, 0, 0]))
     model = Flatten()
     head.train()
-    assert evaluate.evaluate(model, head, split) == {"accuracy": 0.75}
+    assert metrics_mod.evaluate(model, head, split) == {"accuracy": 0.75}
     assert head.training and model.training
     with pytest.raises(ValueError, match="logits"):
-        evaluate.evaluate(model, None, split)
+        metrics_mod.evaluate(model, None, split)
 
 
 def train_softmax(bench: data.Benchmark, epochs: int, seed: int = 0):
@@ -185,7 +187,7 @@ def train_softmax(bench: data.Benchmark, epochs: int, seed: int = 0):
 
 def _train_softmax(bench: data.Benchmark, epochs: int, seed: int):
     torch.manual_seed(seed)
-    model = models.build(bench.default_model, embedding_size=32, in_channels=bench.in_channels,
+    model = models_mod.build(bench.default_model, embedding_size=32, in_channels=bench.in_channels,
                          image_size=bench.image_size)
     head = LinearHead(32, bench.num_classes)
     opt = torch.optim.Adam(list(model.parameters()) + list(head.parameters()), lr=3e-3)
@@ -206,7 +208,7 @@ def test_softmax_trained_on_digits_verifies_unseen_digits_above_chance():
     # training classes do not teach features that beat pixels on unseen digits.)
     bench = data.load("digits", seed=0)
     model, head = train_softmax(bench, epochs=5)
-    m = evaluate.evaluate(model, head, bench.test)
+    m = metrics_mod.evaluate(model, head, bench.test)
     assert m["verification_accuracy"] > 0.6, m
     assert m["roc_auc"] > 0.65, m
     assert 0.0 <= m["eer"] < 0.4
@@ -215,7 +217,7 @@ def test_softmax_trained_on_digits_verifies_unseen_digits_above_chance():
 def test_softmax_trained_on_digits_closed_classifies_well():
     bench = data.load("digits-closed", seed=0)
     model, head = train_softmax(bench, epochs=4)
-    acc = evaluate.evaluate(model, head, bench.test)["accuracy"]
+    acc = metrics_mod.evaluate(model, head, bench.test)["accuracy"]
     assert acc > 0.85  # measured 0.994 (seed 0)
 
 
@@ -227,6 +229,6 @@ def test_softmax_trained_on_orl_faces_verifies_unseen_people():
     orl = Path(__file__).resolve().parent / "data" / "orl_faces_subset"  # 20 of the 40 people
     bench = data.load(f"folder:{orl}?size=28x23", seed=0)
     model, head = train_softmax(bench, epochs=10)
-    m = evaluate.evaluate(model, head, bench.test, flip=True)
+    m = metrics_mod.evaluate(model, head, bench.test, flip=True)
     assert m["verification_accuracy"] > 0.75, m
     assert m["rank1"] > 0.6, m

@@ -14,9 +14,11 @@ import torch
 from heldout_data import write_bin, write_folder, write_lfw
 from sklearn.metrics import roc_auc_score
 
-from lfsearch import config as config_mod
-from lfsearch import evaluate, heldout, models
+from lfsearch import models
 from lfsearch.cli import main as cli_main
+from lfsearch.evaluation import metrics as metrics_mod
+from lfsearch.experiments import evaluate_run
+from lfsearch.search import config as config_mod
 from lfsearch.search import search
 
 
@@ -63,7 +65,7 @@ def test_a_search_tests_its_test_benchmarks_at_the_end(run_dir, benches):
 
 def test_evaluate_matches_an_independent_computation(run_dir, benches):
     spec = f"bin:{benches['root'] / 'digits.bin'}?channels=1"
-    out = heldout.evaluate_run(run_dir, [spec])
+    out = evaluate_run.evaluate_run(run_dir, [spec])
     metrics = out["benchmarks"][spec]["metrics"]
     assert out["epochs_done"] == 2 and out["method"] == "softmax"
     # rebuild the backbone by hand from the checkpoint and score the pairs with numpy
@@ -81,7 +83,7 @@ def test_evaluate_matches_an_independent_computation(run_dir, benches):
     same = benches["bin_same"]
     assert metrics["roc_auc"] == pytest.approx(roc_auc_score(same, scores), abs=1e-6)
     folds = np.arange(len(same)) * 10 // len(same)  # the .bin's contiguous 10 folds
-    want = evaluate.verification_metrics(scores, same, folds)
+    want = metrics_mod.verification_metrics(scores, same, folds)
     for key in ("verification_accuracy", "verification_accuracy_std", "eer", "tar@far=1e-2"):
         assert metrics[key] == pytest.approx(want[key], abs=1e-6), key
     # the same final model that the end of the search tested
@@ -166,7 +168,7 @@ def test_a_missing_test_benchmark_fails_before_training(tmp_path):
 
 @pytest.fixture(scope="module")
 def compare_dir(tmp_path_factory, benches):
-    from lfsearch.compare import compare
+    from lfsearch.experiments.compare import compare
 
     root = benches["root"]
     tests = [f"bin:{root / 'digits.bin'}?channels=1", lfw_spec(root)]

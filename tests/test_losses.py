@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from lfsearch import losses
-from lfsearch import margins as M
+from lfsearch.losses import margins
 
 f64 = torch.float64
 N, D, C = 48, 6, 7
@@ -64,30 +64,30 @@ IDENTITY_CASES = [
     ("l2_softmax", {"alpha": 5.0}, None, None),
     ("weighted_softmax", {"class_weights": [1.0] * C}, None, None),
     ("normface", {"s": 16.0}, lambda c: c, _normalized_scale),
-    ("cosface", {"s": 30.0, "m": 0.35}, lambda c: M.additive_cosine(c, 0.35),
+    ("cosface", {"s": 30.0, "m": 0.35}, lambda c: margins.additive_cosine(c, 0.35),
      _normalized_scale),
-    ("arcface", {"s": 64.0, "m": 0.5}, lambda c: M.additive_angular(c, 0.5),
+    ("arcface", {"s": 64.0, "m": 0.5}, lambda c: margins.additive_angular(c, 0.5),
      _normalized_scale),
     ("arcface", {"s": 32.0, "m": 0.7, "fallback": "easy"},
-     lambda c: M.additive_angular(c, 0.7, "easy"), _normalized_scale),
+     lambda c: margins.additive_angular(c, 0.7, "easy"), _normalized_scale),
     ("arcface", {"s": 32.0, "m": 0.4, "fallback": "cos"},
-     lambda c: M.additive_angular(c, 0.4, "cos"), _normalized_scale),
-    ("combined_margin", {"s": 64.0}, lambda c: M.combined_margin(c, 1.0, 0.3, 0.2),
+     lambda c: margins.additive_angular(c, 0.4, "cos"), _normalized_scale),
+    ("combined_margin", {"s": 64.0}, lambda c: margins.combined_margin(c, 1.0, 0.3, 0.2),
      _normalized_scale),
     ("combined_margin", {"s": 30.0, "m1": 0.9, "m2": 0.4, "m3": 0.15},
-     lambda c: M.combined_margin(c, 0.9, 0.4, 0.15), _normalized_scale),
+     lambda c: margins.combined_margin(c, 0.9, 0.4, 0.15), _normalized_scale),
     ("combined_margin", {"s": 30.0, "m1": 2.0, "m2": 0.1, "m3": 0.0},
-     lambda c: M.combined_margin(c, 2.0, 0.1, 0.0), _normalized_scale),
+     lambda c: margins.combined_margin(c, 2.0, 0.1, 0.0), _normalized_scale),
     ("sphereface", {"m": 4, "lambda_base": 0.0, "lambda_min": 0.0},
-     lambda c: M.multiplicative_angular(c, 4), _sphere_scale),
+     lambda c: margins.multiplicative_angular(c, 4), _sphere_scale),
     ("sphereface", {"m": 3, "lambda_base": 0.0, "lambda_min": 2.5},
-     lambda c: M.multiplicative_angular(c, 3, lam=2.5), _sphere_scale),
+     lambda c: margins.multiplicative_angular(c, 3, lam=2.5), _sphere_scale),
     ("lsoftmax", {"m": 2, "lambda_base": 0.0, "lambda_min": 0.0},
-     lambda c: M.multiplicative_angular(c, 2), _lsoftmax_scale),
+     lambda c: margins.multiplicative_angular(c, 2), _lsoftmax_scale),
     ("lsoftmax", {"m": 4, "lambda_base": 0.0, "lambda_min": 1.0},
-     lambda c: M.multiplicative_angular(c, 4, lam=1.0), _lsoftmax_scale),
+     lambda c: margins.multiplicative_angular(c, 4, lam=1.0), _lsoftmax_scale),
     ("am_lfs", {"s": 20.0, "bins": 3, "t_intercepts": [-0.3, -0.2, -0.1]},
-     lambda c: M.t_transform(c, [1.0] * 3, [-0.3, -0.2, -0.1]), _normalized_scale),
+     lambda c: margins.t_transform(c, [1.0] * 3, [-0.3, -0.2, -0.1]), _normalized_scale),
 ]
 
 
@@ -104,11 +104,11 @@ def test_margin_probability_is_modulated_softmax_probability(name, params, f, sc
         else:
             w = F.normalize(loss.weight.detach(), dim=1)
             cos_y = (F.normalize(x, dim=1) * w[y]).sum(dim=1)
-            a = M.modulating_factor(cos_y, f(cos_y), scale(loss, x, y))
+            a = margins.modulating_factor(cos_y, f(cos_y), scale(loss, x, y))
     assert bool((a >= 1.0).all())
     assert torch.allclose(p_m, _h(a, p, q), rtol=1e-9, atol=0.0)
     low = p < 0.5  # where 1 − p has no cancellation the library's h is the reference too
-    assert torch.allclose(p_m[low], M.modulated_probability(a[low], p[low]), rtol=1e-9, atol=0.0)
+    assert torch.allclose(p_m[low], margins.modulated_probability(a[low], p[low]), rtol=1e-9, atol=0.0)
 
 
 @pytest.mark.parametrize("params", [{"a": 2.5}, {"a": 1.0}, {"bins": 4, "a": [1.0, 2.0, 5.0, 40.0]},
@@ -121,9 +121,9 @@ def test_modulated_is_h_of_a_in_its_probability_bin(params):
         p, q = _p_and_rest(loss.logits(x), y)
     a_values = torch.tensor([v for v in loss.get_params().values()][1:], dtype=f64)
     bins = params.get("bins", 1)
-    a = a_values[M.bin_index(p, bins)]
+    a = a_values[margins.bin_index(p, bins)]
     if bins > 1:  # the data spread over several bins
-        assert M.bin_index(p, bins).unique().numel() > 1
+        assert margins.bin_index(p, bins).unique().numel() > 1
     assert torch.allclose(p_m, _h(a, p, q), rtol=1e-9, atol=0.0)
 
 
@@ -134,7 +134,7 @@ def test_am_lfs_is_minus_log_tau_of_p():
     x, y = _inputs_for(loss)
     with torch.no_grad():
         p = loss.logits(x).softmax(dim=1)[torch.arange(N), y]
-        expected = -torch.log(M.tau(p, slopes, intercepts))
+        expected = -torch.log(margins.tau(p, slopes, intercepts))
         assert torch.allclose(loss(x, y), expected, rtol=1e-9)
     # identity τ and t: plain NormFace at the same scale
     plain = _head("am_lfs", s=4.0, bins=3)

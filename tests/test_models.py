@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from lfsearch import models
+from lfsearch.models import iresnet
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -158,7 +159,7 @@ def test_iresnet_parameter_counts_match_insightface(name, millions):
 
 def test_iresnet_block_layout():
     m = models.build("iresnet50", embedding_size=512)
-    blocks = [b for b in m.modules() if isinstance(b, models.IBasicBlock)]
+    blocks = [b for b in m.modules() if isinstance(b, iresnet.IBasicBlock)]
     assert len(blocks) == 3 + 4 + 14 + 3
     widths = [b.conv2.out_channels for b in blocks]
     assert widths == [64] * 3 + [128] * 4 + [256] * 14 + [512] * 3
@@ -183,7 +184,7 @@ def test_iresnet_block_layout():
 
 def test_iresnet_blocks_compute_the_published_formula():
     torch.manual_seed(0)
-    b = models.IBasicBlock(4, 8, 2).eval()
+    b = iresnet.IBasicBlock(4, 8, 2).eval()
     for bn in (b.bn1, b.bn2, b.bn3, b.downsample[1]):  # non-trivial running statistics
         bn.running_mean.uniform_(-1, 1)
         bn.running_var.uniform_(0.5, 2)

@@ -11,7 +11,13 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from lfsearch import data, losses, models, packing, population
+from lfsearch import data, models
+from lfsearch import losses as losses_mod
+from lfsearch.search import accel as accel_mod
+from lfsearch.search import candidate as candidate_mod
+from lfsearch.search import packed as packed_mod
+from lfsearch.search import population as population_mod
+from lfsearch.search import sequential as sequential_mod
 
 D = 16
 
@@ -21,16 +27,16 @@ def bench():
     b = data.load("digits-closed", seed=0)
     small = b.train.subset(slice(0, 192))
     val = b.val.subset(slice(0, 160))
-    return b, small, [population.Validation("val", val, "accuracy")]
+    return b, small, [candidate_mod.Validation("val", val, "accuracy")]
 
 
 def make_trainee(loss_name: str, optimizer: str, num_classes: int, lr: float, **loss_kw):
     torch.manual_seed(0)
     model = models.build("digits_net", embedding_size=D, in_channels=1, image_size=(8, 8))
-    loss = losses.build(loss_name, embedding_size=D, num_classes=num_classes, **loss_kw)
-    opt = population.make_optimizer(optimizer, list(model.parameters()) + list(loss.parameters()),
+    loss = losses_mod.build(loss_name, embedding_size=D, num_classes=num_classes, **loss_kw)
+    opt = candidate_mod.make_optimizer(optimizer, list(model.parameters()) + list(loss.parameters()),
                                     lr=lr, momentum=0.9, weight_decay=5e-4)
-    return population.Trainee(model, loss, opt)
+    return candidate_mod.Trainee(model, loss, opt)
 
 
 def assert_same_state(a: dict, b: dict, rtol=1e-3, atol=1e-4) -> None:
@@ -73,8 +79,8 @@ def test_packed_gives_the_epoch_results_of_sequential(bench, loss_name, loss_kw,
     start = trainee.state()
     for epoch in range(2):  # the second epoch starts from a state with optimiser moments
         seen = []
-        seq = population.run_epoch_sequential(trainee, start, params, data_seed=epoch, **kwargs)
-        packed = packing.run_epoch_packed(trainee, start, params, data_seed=epoch,
+        seq = sequential_mod.run_epoch_sequential(trainee, start, params, data_seed=epoch, **kwargs)
+        packed = packed_mod.run_epoch_packed(trainee, start, params, data_seed=epoch,
                                           on_candidate=lambda i, r: seen.append(i), **kwargs)
         assert seen == [0, 1, 2]
         assert [r.status for r in packed] == [r.status for r in seq] == ["ok"] * 3
@@ -82,8 +88,8 @@ def test_packed_gives_the_epoch_results_of_sequential(bench, loss_name, loss_kw,
         assert [r.reward for r in packed] == pytest.approx([r.reward for r in seq], abs=1e-9)
         assert [r.train_loss for r in packed] == pytest.approx([r.train_loss for r in seq],
                                                                rel=1e-4)
-        chosen = population.choose_best(seq)
-        assert population.choose_best(packed) == chosen
+        chosen = candidate_mod.choose_best(seq)
+        assert candidate_mod.choose_best(packed) == chosen
         assert [r.state is not None for r in packed] == [r.state is not None for r in seq]
         assert_same_state(seq[chosen].state, packed[chosen].state)
         start = seq[chosen].state
@@ -95,7 +101,7 @@ def test_every_candidate_keeps_its_own_batchnorm_statistics_and_head(bench):
     b, train, validations = bench
     trainee = make_trainee("cosface", "sgd", b.num_classes, 0.05, s=16.0)
     params = [{"m": 0.0}, {"m": 0.5}]
-    pop = packing.PackedPopulation(trainee, trainee.state(), params, lr=0.05)
+    pop = packed_mod.PackedPopulation(trainee, trainee.state(), params, lr=0.05)
     pop.train_epoch(train, batch_size=64, generator=torch.Generator().manual_seed(0))
     first, second = pop.candidate_state(0), pop.candidate_state(1)
     key = "features.0.1.running_mean"
@@ -128,31 +134,31 @@ def test_a_diverging_candidate_stops_and_the_others_match_sequential(bench):
     b, train, validations = bench
     torch.manual_seed(0)
     model = models.build("digits_net", embedding_size=D, in_channels=1, image_size=(8, 8))
-    loss = ExplodingLoss(losses.build("softmax", embedding_size=D, num_classes=b.num_classes))
-    opt = population.make_optimizer("sgd", list(model.parameters()) + list(loss.parameters()),
+    loss = ExplodingLoss(losses_mod.build("softmax", embedding_size=D, num_classes=b.num_classes))
+    opt = candidate_mod.make_optimizer("sgd", list(model.parameters()) + list(loss.parameters()),
                                     lr=0.05, momentum=0.9, weight_decay=0.0)
-    trainee = population.Trainee(model, loss, opt)
+    trainee = candidate_mod.Trainee(model, loss, opt)
     params = [{"poison": 1.0}, {"poison": 0.0}, {"poison": 1.0}]
     kwargs = dict(train=train, validations=validations, batch_size=64, lr=0.05, data_seed=0,
                   candidate_seeds=[1, 2, 3])
     start = trainee.state()
-    seq = population.run_epoch_sequential(trainee, start, params, **kwargs)
-    packed = packing.run_epoch_packed(trainee, start, params, **kwargs)
+    seq = sequential_mod.run_epoch_sequential(trainee, start, params, **kwargs)
+    packed = packed_mod.run_epoch_packed(trainee, start, params, **kwargs)
     assert [r.status for r in packed] == ["diverged", "ok", "diverged"]
-    assert packed[0].reward == population.WORST_REWARD and packed[0].state is None
-    assert population.choose_best(packed) == 1
+    assert packed[0].reward == candidate_mod.WORST_REWARD and packed[0].state is None
+    assert candidate_mod.choose_best(packed) == 1
     assert packed[1].reward == pytest.approx(seq[1].reward, abs=1e-9)
     assert_same_state(seq[1].state, packed[1].state)
 
 
 def test_mode_choice_and_bad_modes():
-    assert packing.resolve_mode("auto", "cpu") == "sequential"
-    assert packing.resolve_mode("auto", "cuda") == "packed"
-    assert packing.resolve_mode("packed", "cpu") == "packed"
+    assert accel_mod.resolve_mode("auto", "cpu") == "sequential"
+    assert accel_mod.resolve_mode("auto", "cuda") == "packed"
+    assert accel_mod.resolve_mode("packed", "cpu") == "packed"
     with pytest.raises(ValueError, match="training.packing.*auto, sequential, packed"):
-        packing.resolve_mode("vmap", "cpu")
-    assert packing.Accel.for_device("cpu") == packing.Accel()
-    gpu = packing.Accel.for_device("cuda", compile=True)
+        accel_mod.resolve_mode("vmap", "cpu")
+    assert accel_mod.Accel.for_device("cpu") == accel_mod.Accel()
+    gpu = accel_mod.Accel.for_device("cuda", compile=True)
     assert gpu.autocast == torch.bfloat16 and gpu.channels_last and gpu.compile
 
 
@@ -164,11 +170,12 @@ def test_run_epoch_dispatches_and_channels_last_changes_nothing_on_cpu(bench):
     kwargs = dict(train=train, validations=validations, batch_size=32, lr=0.05, data_seed=0,
                   candidate_seeds=[1, 2])
     start = trainee.state()
-    plain = packing.run_epoch("packed", trainee, start, params, **kwargs)
-    last = packing.run_epoch("packed", trainee, start, params,
-                             accel=packing.Accel(channels_last=True), **kwargs)
+    plain = population_mod.Population.choose("packed", "cpu").run_epoch(trainee, start, params,
+                                                                       **kwargs)
+    last = population_mod.Population.choose("packed", "cpu", accel_mod.Accel(channels_last=True)
+                                            ).run_epoch(trainee, start, params, **kwargs)
     assert [r.train_loss for r in last] == pytest.approx([r.train_loss for r in plain], rel=1e-5)
-    seq = packing.run_epoch("auto", trainee, start, params, **kwargs)
+    seq = population_mod.Population.choose("auto", "cpu").run_epoch(trainee, start, params, **kwargs)
     assert [r.train_loss for r in seq] == pytest.approx([r.train_loss for r in plain], rel=1e-4)
 
 
@@ -177,7 +184,7 @@ def test_packing_refuses_an_optimizer_that_is_not_elementwise(bench):
     trainee = make_trainee("cosface", "sgd", b.num_classes, 0.05)
     trainee.optimizer = torch.optim.LBFGS(trainee.model.parameters())
     with pytest.raises(ValueError, match="element-wise optimiser.*sgd, adam, adamw"):
-        packing.PackedPopulation(trainee, trainee.state(), [{"m": 0.1}], lr=0.1)
+        packed_mod.PackedPopulation(trainee, trainee.state(), [{"m": 0.1}], lr=0.1)
 
 
 @pytest.mark.slow
@@ -189,9 +196,9 @@ def test_compiled_packed_backbone_gives_the_same_results(bench):
     kwargs = dict(train=train, validations=validations, batch_size=32, lr=0.05, data_seed=0,
                   candidate_seeds=[1, 2])
     start = trainee.state()
-    plain = packing.run_epoch_packed(trainee, start, params, **kwargs)
-    compiled = packing.run_epoch_packed(trainee, start, params,
-                                        accel=packing.Accel(compile=True), **kwargs)
+    plain = packed_mod.run_epoch_packed(trainee, start, params, **kwargs)
+    compiled = packed_mod.run_epoch_packed(trainee, start, params,
+                                        accel=accel_mod.Accel(compile=True), **kwargs)
     assert [r.train_loss for r in compiled] == pytest.approx([r.train_loss for r in plain],
                                                              rel=1e-4)
 
@@ -226,7 +233,7 @@ HEADS = [("softmax", {}), ("cosface", {}), ("arcface", {}), ("modulated", {"a": 
 @pytest.mark.parametrize("name, kw", HEADS, ids=[f"{n}{'-bins' if 'bins' in k else ''}"
                                                  for n, k in HEADS])
 def test_a_loss_holds_one_n_by_c_matrix_for_backward(name, kw):
-    loss = losses.build(name, DH, C, **kw)
+    loss = losses_mod.build(name, DH, C, **kw)
     x = torch.randn(N, DH, requires_grad=True)
     y = torch.randint(0, C, (N,))
     saved = set()
@@ -257,12 +264,12 @@ def test_packed_training_with_a_100k_class_head_keeps_one_n_by_c_matrix_per_cand
     classes, n, m = 100_000, 8, len(params)
     torch.manual_seed(0)
     model = models.build("digits_net", embedding_size=4, in_channels=1, image_size=(8, 8))
-    loss = losses.build(name, 4, classes)
-    opt = population.make_optimizer("sgd", list(model.parameters()) + list(loss.parameters()),
+    loss = losses_mod.build(name, 4, classes)
+    opt = candidate_mod.make_optimizer("sgd", list(model.parameters()) + list(loss.parameters()),
                                     lr=0.01, momentum=0.9, weight_decay=0.0)
-    trainee = population.Trainee(model, loss, opt)
+    trainee = candidate_mod.Trainee(model, loss, opt)
     train = data.LabelledImages(torch.randn(2 * n, 1, 8, 8), torch.randint(0, classes, (2 * n,)))
-    pop = packing.PackedPopulation(trainee, trainee.state(), params, lr=0.01)
+    pop = packed_mod.PackedPopulation(trainee, trainee.state(), params, lr=0.01)
     with CountLarge(n * classes) as count:
         out = pop.train_epoch(train, batch_size=n, generator=torch.Generator().manual_seed(0))
     assert [s for _, s in out] == ["ok"] * m
@@ -280,18 +287,18 @@ def test_per_candidate_starts_an_interval_epoch(bench, optimizer, lr):
     params = [{"m": 0.05}, {"m": 0.2}, {"m": 0.4}]
     kwargs = dict(train=train, validations=validations, batch_size=32, lr=lr,
                   candidate_seeds=[1, 2, 3], augment="none")
-    first = population.run_epoch_sequential(trainee, trainee.state(), params, data_seed=0,
+    first = sequential_mod.run_epoch_sequential(trainee, trainee.state(), params, data_seed=0,
                                             keep_all=True, **kwargs)
     starts = [r.state for r in first]
     assert all(s is not None for s in starts)
     assert not torch.equal(starts[0]["model"]["features.0.0.weight"],
                            starts[2]["model"]["features.0.0.weight"])
-    seq = population.run_epoch_sequential(trainee, starts, params, data_seed=1, keep_all=True,
+    seq = sequential_mod.run_epoch_sequential(trainee, starts, params, data_seed=1, keep_all=True,
                                           **kwargs)
-    packed = packing.run_epoch_packed(trainee, starts, params, data_seed=1, keep_all=True,
+    packed = packed_mod.run_epoch_packed(trainee, starts, params, data_seed=1, keep_all=True,
                                       **kwargs)
     for i in range(3):  # the independent expectation: candidate i on its own
-        alone = population.run_epoch_sequential(
+        alone = sequential_mod.run_epoch_sequential(
             trainee, starts[i], [params[i]], data_seed=1,
             **{**kwargs, "candidate_seeds": [kwargs["candidate_seeds"][i]]})[0]
         assert seq[i].reward == alone.reward and seq[i].train_loss == alone.train_loss
@@ -299,10 +306,10 @@ def test_per_candidate_starts_an_interval_epoch(bench, optimizer, lr):
         assert packed[i].train_loss == pytest.approx(alone.train_loss, rel=1e-4)
         assert_same_state(alone.state, packed[i].state)
     seen = []
-    skipped = packing.run_epoch_packed(trainee, [starts[0], None, starts[2]], params,
+    skipped = packed_mod.run_epoch_packed(trainee, [starts[0], None, starts[2]], params,
                                        data_seed=1, keep_all=True,
                                        on_candidate=lambda i, r: seen.append(i), **kwargs)
     assert seen == [0, 1, 2]
     assert [r.status for r in skipped] == ["ok", "diverged", "ok"]
-    assert skipped[1].state is None and skipped[1].reward == population.WORST_REWARD
+    assert skipped[1].state is None and skipped[1].reward == candidate_mod.WORST_REWARD
     assert skipped[2].train_loss == pytest.approx(seq[2].train_loss, rel=1e-4)

@@ -13,14 +13,16 @@ import pytest
 import torch
 from heldout_data import write_bin
 
-from lfsearch import config as config_mod
-from lfsearch import data, losses, models, packing, population
-from lfsearch.search import Search
+from lfsearch import data, losses, models
+from lfsearch.search import Search, packed
+from lfsearch.search import accel as accel_mod
+from lfsearch.search import candidate as candidate_mod
+from lfsearch.search import config as config_mod
 
 
 def test_poly_and_warmup_learning_rates_by_hand():
     def lr(e, **kw):
-        return population.learning_rate(e, base=0.1, epochs=6, **kw)
+        return candidate_mod.learning_rate(e, base=0.1, epochs=6, **kw)
 
     # W = 2 warm-up epochs: 0.1·1/3, 0.1·2/3; then T = 4 epochs of 0.1·(1 − e'/4)^2
     got = [lr(e, schedule="poly", power=2.0, warmup_epochs=2) for e in range(6)]
@@ -53,26 +55,26 @@ def test_bad_recipe_settings_name_the_key_and_the_allowed_values(tmp_path, key, 
 def test_amp_chooses_autocast_on_cuda_only():
     want = {"auto": torch.bfloat16, "bf16": torch.bfloat16, "fp16": torch.float16, "off": None}
     for amp, dtype in want.items():
-        assert packing.Accel.for_device("cuda", amp=amp).autocast == dtype
-        assert packing.Accel.for_device("cpu", amp=amp).autocast is None
+        assert accel_mod.Accel.for_device("cuda", amp=amp).autocast == dtype
+        assert accel_mod.Accel.for_device("cpu", amp=amp).autocast is None
     with pytest.raises(ValueError, match="allowed: auto, off, bf16, fp16"):
-        packing.Accel.for_device("cpu", amp="half")
+        accel_mod.Accel.for_device("cpu", amp="half")
 
 
 def one_batch_trainee(seed=0):
     torch.manual_seed(seed)
     model = models.build("digits_net", embedding_size=16)
     loss = losses.build("cosface", embedding_size=16, num_classes=6, s=16.0, m=0.2)
-    opt = population.make_optimizer("sgd", list(model.parameters()) + list(loss.parameters()),
+    opt = candidate_mod.make_optimizer("sgd", list(model.parameters()) + list(loss.parameters()),
                                     lr=0.1, momentum=0.0, weight_decay=0.0)
-    return population.Trainee(model, loss, opt)
+    return candidate_mod.Trainee(model, loss, opt)
 
 
 def one_step(trainee, dtype):
     b = data.load("digits")
     train = b.train.subset(slice(0, 64))
     before = torch.cat([p.detach().flatten().clone() for p in trainee.model.parameters()])
-    population.train_one_epoch(trainee, train, batch_size=64,
+    candidate_mod.train_one_epoch(trainee, train, batch_size=64,
                                generator=torch.Generator().manual_seed(0), lr=0.1,
                                autocast_dtype=dtype)
     return torch.cat([p.detach().flatten() for p in trainee.model.parameters()]) - before
@@ -87,7 +89,7 @@ def test_fp16_loss_scaling_skips_overflowing_steps_and_otherwise_matches_fp32():
     assert fresh.scaler.get_scale() == 2.0 ** 15
     # a scale that fits: the unscaled step is the fp32 step up to fp16 rounding
     fits = one_batch_trainee()
-    fits.scaler = population.make_grad_scaler("cpu")
+    fits.scaler = candidate_mod.make_grad_scaler("cpu")
     fits.scaler.load_state_dict({**fits.scaler.state_dict(), "scale": 256.0})
     step = one_step(fits, torch.float16)
     assert torch.nn.functional.cosine_similarity(step, reference, dim=0) > 0.999
@@ -102,8 +104,8 @@ def test_fp16_loss_scaling_skips_overflowing_steps_and_otherwise_matches_fp32():
 def test_packed_training_refuses_fp16():
     trainee = one_batch_trainee()
     with pytest.raises(ValueError, match="amp = 'fp16' needs training.packing = 'sequential'"):
-        packing.PackedPopulation(trainee, trainee.state(), [{}],
-                                 lr=0.1, accel=packing.Accel(autocast=torch.float16))
+        packed.PackedPopulation(trainee, trainee.state(), [{}],
+                                 lr=0.1, accel=accel_mod.Accel(autocast=torch.float16))
 
 
 def test_the_face_recipe_runs_end_to_end_on_a_small_backbone(tmp_path, caplog):

@@ -14,48 +14,49 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from lfsearch import compare as cmp
-from lfsearch import config as config_mod
-from lfsearch import report as rep
-from lfsearch.cli import main as cli_main
-
 # the session's tiny compare folder (softmax and search_softmax, 2 seeds) is test_compare's
 from test_compare import BENCH, compared  # noqa: E402,F401  (a session fixture)
 
+from lfsearch import report as report_mod
+from lfsearch.cli import main as cli_main
+from lfsearch.experiments import run_plan
+from lfsearch.report import loss_figures, plotting
+from lfsearch.search import config as config_mod
 
-def fake_run(space: str, params: dict[str, float] | None = None, **loss: object) -> rep.Run:
+
+def fake_run(space: str, params: dict[str, float] | None = None, **loss: object) -> plotting.Run:
     """A Run without a folder: a shipped search space with given final parameters."""
     cfg = config_mod.load(space)
     cfg["loss"].update(loss)
     results = {"chosen_params": [params]} if params is not None else None
-    return rep.Run(Path("."), cfg, {}, results, pd.DataFrame(), pd.DataFrame(),
+    return plotting.Run(Path("."), cfg, {}, results, pd.DataFrame(), pd.DataFrame(),
                    config_mod.param_specs(cfg))
 
 
 def test_the_modulated_curve_is_h_of_a_and_its_effective_log_a_is_log_a():
     # the paper's A-form: the searched parameter is A itself
-    (curve,) = rep.loss_curves(fake_run("search_softmax_paper", {"a": math.e ** 2}), "C0")
+    (curve,) = loss_figures.loss_curves(fake_run("search_softmax_paper", {"a": math.e ** 2}), "C0")
     p = curve.p
     np.testing.assert_allclose(curve.pm, p / (p + math.e ** 2 * (1 - p)), rtol=1e-12)
-    np.testing.assert_allclose(rep._effective_log_a(p, curve.pm), 2.0, atol=1e-6)
+    np.testing.assert_allclose(loss_figures._effective_log_a(p, curve.pm), 2.0, atol=1e-6)
     assert not curve.tau and not curve.assumed
 
 
 def test_the_margin_form_curve_is_h_of_exp_s_m():
     # search_softmax searches (s, m) with log A = s·m (docs/search_space.md)
     s, m = 8.0, 0.3
-    (curve,) = rep.loss_curves(fake_run("search_softmax", {"s": s, "m": m}), "C0")
+    (curve,) = loss_figures.loss_curves(fake_run("search_softmax", {"s": s, "m": m}), "C0")
     p, a = curve.p, math.exp(s * m)
     # the head keeps log A = s·m in a float32 buffer: 2.4 to ~1e-7 relative, hence rtol 1e-6
     np.testing.assert_allclose(curve.pm, p / (p + a * (1 - p)), rtol=1e-6)
-    np.testing.assert_allclose(rep._effective_log_a(p, curve.pm), s * m, atol=1e-6)
+    np.testing.assert_allclose(loss_figures._effective_log_a(p, curve.pm), s * m, atol=1e-6)
     assert not curve.tau and not curve.assumed
 
 
 def test_per_bin_factors_apply_to_their_probability_bin():
     params = {"a_0": 1.0, "a_1": 10.0, "a_2": 100.0, "a_3": 1000.0}
-    (curve,) = rep.loss_curves(fake_run("search_softmax_local_paper", params), "C0")
-    log_a = rep._effective_log_a(curve.p, curve.pm)
+    (curve,) = loss_figures.loss_curves(fake_run("search_softmax_local_paper", params), "C0")
+    log_a = loss_figures._effective_log_a(curve.p, curve.pm)
     for k in range(4):
         inside = (curve.p >= k / 4 + 1e-6) & (curve.p < (k + 1) / 4 - 1e-6)
         np.testing.assert_allclose(log_a[inside], math.log(params[f"a_{k}"]), atol=1e-6)
@@ -63,31 +64,31 @@ def test_per_bin_factors_apply_to_their_probability_bin():
 
 def test_per_bin_margins_apply_to_their_probability_bin():
     params = {"s": 4.0, "m_0": 0.0, "m_1": 0.1, "m_2": 0.35, "m_3": 0.6}
-    (curve,) = rep.loss_curves(fake_run("search_softmax_local", params), "C0")
-    log_a = rep._effective_log_a(curve.p, curve.pm)
+    (curve,) = loss_figures.loss_curves(fake_run("search_softmax_local", params), "C0")
+    log_a = loss_figures._effective_log_a(curve.p, curve.pm)
     for k in range(4):
         inside = (curve.p >= k / 4 + 1e-6) & (curve.p < (k + 1) / 4 - 1e-6)
         np.testing.assert_allclose(log_a[inside], 4.0 * params[f"m_{k}"], atol=1e-6)
 
 
 def test_cosface_lowers_the_target_logit_by_s_m_at_every_p():
-    (curve,) = rep.loss_curves(fake_run("cosface", {"m": 0.35}), "C1", num_classes=6)
-    np.testing.assert_allclose(rep._effective_log_a(curve.p, curve.pm), 16 * 0.35, atol=1e-6)
+    (curve,) = loss_figures.loss_curves(fake_run("cosface", {"m": 0.35}), "C1", num_classes=6)
+    np.testing.assert_allclose(loss_figures._effective_log_a(curve.p, curve.pm), 16 * 0.35, atol=1e-6)
     assert not curve.assumed
 
 
 def test_arcface_is_drawn_with_cos_theta_from_p_under_the_stated_assumption():
-    (curve,) = rep.loss_curves(fake_run("arcface", {"m": 0.5}), "C2", num_classes=6)
+    (curve,) = loss_figures.loss_curves(fake_run("arcface", {"m": 0.5}), "C2", num_classes=6)
     assert curve.assumed
     s, m, c = 16.0, 0.5, 6
     i = int(np.argmin(abs(curve.p - 0.9)))
     p = curve.p[i]
     cos = math.log(p * (c - 1) / (1 - p)) / s  # p = e^{s cos} / (e^{s cos} + C − 1)
     want = s * (cos - math.cos(math.acos(cos) + m))
-    assert rep._effective_log_a(curve.p, curve.pm)[i] == pytest.approx(want, rel=1e-6)
+    assert loss_figures._effective_log_a(curve.p, curve.pm)[i] == pytest.approx(want, rel=1e-6)
 
 
-def am_lfs_run(intercept0: float) -> rep.Run:
+def am_lfs_run(intercept0: float) -> plotting.Run:
     params = {f"tau_slope_{i}": 1.0 for i in range(4)}
     params.update({f"tau_intercept_{i}": 0.0 for i in range(4)})
     params["tau_intercept_0"] = intercept0
@@ -95,19 +96,19 @@ def am_lfs_run(intercept0: float) -> rep.Run:
 
 
 def test_am_lfs_tau_is_piecewise_linear_and_may_exceed_p():
-    (curve,) = rep.loss_curves(am_lfs_run(0.1), "C3")
+    (curve,) = loss_figures.loss_curves(am_lfs_run(0.1), "C3")
     assert curve.tau
     low = curve.p < 0.25
     np.testing.assert_allclose(curve.pm[low], curve.p[low] + 0.1)
     np.testing.assert_allclose(curve.pm[~low], curve.p[~low])
-    assert (rep._effective_log_a(curve.p, curve.pm)[low] < 0).all()  # log A < 0 where τ > p
+    assert (loss_figures._effective_log_a(curve.p, curve.pm)[low] < 0).all()  # log A < 0 where τ > p
 
 
 def test_the_losses_figure_is_a_png_with_the_tau_region_marked(tmp_path):
     runs = [am_lfs_run(0.1), fake_run("search_softmax", {"s": 8.0, "m": 0.375})]
     refs = [fake_run("cosface", {"m": 0.35}), fake_run("arcface", {"m": 0.5})]
-    path = rep.plot_losses(runs, refs, tmp_path / "losses.png", "test",
-                           rep._colors(["am_lfs", "search_softmax", "cosface", "arcface"]), 6)
+    path = loss_figures.plot_losses(runs, refs, tmp_path / "losses.png", "test",
+                           plotting._colors(["am_lfs", "search_softmax", "cosface", "arcface"]), 6)
     with Image.open(path) as img:
         assert img.format == "PNG" and img.width >= 1000 and img.height >= 400
         pixels = np.asarray(img.convert("RGB")).reshape(-1, 3).astype(int)
@@ -125,7 +126,7 @@ def compare_folder(compared):
 def one_run(compare_folder, tmp_path_factory):
     """A copy of one run of the compare (a run folder on its own)."""
     out = tmp_path_factory.mktemp("run") / "ss"
-    shutil.copytree(compare_folder / cmp.safe_name(BENCH) / "search_softmax" / "seed0", out)
+    shutil.copytree(compare_folder / run_plan.safe_name(BENCH) / "search_softmax" / "seed0", out)
     return out
 
 
@@ -170,7 +171,7 @@ def test_an_interrupted_run_is_reported_without_test_results(one_run, tmp_path):
     (run / "results.json").unlink()
     for f in (run / "figures").glob("*"):
         f.unlink()
-    out = rep.report(run)
+    out = report_mod.report(run)
     md = out["markdown"].read_text()
     assert "status **resumable**" in md and "## Test metrics" not in md
     assert not (run / "figures" / "roc.png").exists()
@@ -178,8 +179,8 @@ def test_an_interrupted_run_is_reported_without_test_results(one_run, tmp_path):
 
 
 def test_a_compare_report_has_the_table_and_every_figure(compare_folder):
-    written = rep.report(compare_folder)
-    tag = cmp.safe_name(BENCH)
+    written = report_mod.report(compare_folder)
+    tag = run_plan.safe_name(BENCH)
     md = check_report(compare_folder, ["comparison.png", f"rewards_{tag}.png",
                                        f"trajectory_{tag}.png", f"losses_{tag}.png",
                                        f"roc_{tag}.png"])

@@ -11,17 +11,19 @@ from __future__ import annotations
 import base64
 import io
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
 
-from lfsearch import report as rep
-
 # the session's tiny compare folder (softmax and search_softmax, 2 seeds) is test_compare's
 from test_compare import compared  # noqa: E402,F401  (a session fixture)
+
+from lfsearch import report as report_mod
+from lfsearch.report import figures as figures_mod
+from lfsearch.report import plotting
+from lfsearch.report import roc as roc_mod
 
 LONG_SPEC = ("folder:/home/someone/datasets/omniglot/images_background_small1_and_small2/"
              "omniglot_small?size=28x28&channels=1&pairs=3000&val=0.2&test=0.2")
@@ -50,7 +52,7 @@ def _chrome():
 
 def test_the_compare_report_renders_in_chromium_with_every_image_loaded(compared, tmp_path):
     folder = compared[0]
-    written = rep.report(folder, roc=True)
+    written = report_mod.report(folder, roc=True)
     page = written["html"]
     figures = {p.name: Image.open(p).size for p in written["figures"]}
     browser = _chrome()
@@ -81,16 +83,16 @@ def test_the_compare_report_renders_in_chromium_with_every_image_loaded(compared
 
 
 def _captured_figures(monkeypatch) -> list:
-    """Figures passed to report._save (which wraps their titles, then writes the PNG)."""
+    """Figures passed to report.plotting._save (which wraps their titles, then writes the PNG)."""
     figures = []
-    save = rep._save
+    save = plotting._save
 
     def capture(fig, path):
         out = save(fig, path)
         figures.append(fig)
         return out
 
-    monkeypatch.setattr(rep, "_save", capture)
+    monkeypatch.setattr(plotting, "_save", capture)
     return figures
 
 
@@ -115,9 +117,9 @@ def test_figure_titles_wrap_inside_the_figure_whatever_the_spec(tmp_path, monkey
                             "candidate_epochs": [10, 10, 10, 40]})
     runs = pd.DataFrame({"benchmark": spec, "method": methods, "status": "complete",
                          "test/verification_accuracy": [0.80, 0.82, 0.81, 0.83]})
-    rep.plot_comparison(summary, runs, tmp_path / "comparison.png", {})
+    figures_mod.plot_comparison(summary, runs, tmp_path / "comparison.png", {})
     fpr = np.linspace(0, 1, 50)
-    rep.plot_roc({"softmax": [(fpr, np.sqrt(fpr))]}, tmp_path / "roc.png",
+    roc_mod.plot_roc({"softmax": [(fpr, np.sqrt(fpr))]}, tmp_path / "roc.png",
                  f"{spec}: test ROC", {})
     assert len(figures) == 2
     wanted = {f"{spec}: mean over seeds, error bars 95% CI (y axis does not start at 0)",

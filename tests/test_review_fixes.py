@@ -7,7 +7,10 @@ import sys
 import pytest
 import torch
 
-from lfsearch import config, losses, search
+from lfsearch import losses
+from lfsearch import search as search_mod
+from lfsearch.evaluation import overlap
+from lfsearch.search import config as config_mod
 
 
 @pytest.mark.parametrize("name,lam_min", [("sphereface", 5.0), ("lsoftmax", 0.0)])
@@ -37,8 +40,8 @@ def test_lambda_at_half_way_to_its_end_is_the_same_for_small_and_large_runs():
 
 
 def test_a_search_plans_the_whole_run_for_the_head(tmp_path):
-    cfg = config.resolve(config.load("sphereface"), epochs=2)
-    run = search.Search(cfg, tmp_path / "run")
+    cfg = config_mod.resolve(config_mod.load("sphereface"), epochs=2)
+    run = search_mod.Search(cfg, tmp_path / "run")
     trainee = run.build_trainee()
     n, batch = len(run.benchmark.train), cfg["training"]["batch_size"]
     assert trainee.loss.total_steps == 2 * (n // batch)
@@ -100,7 +103,7 @@ def test_combined_margin_below_one_gives_a_factor_below_one():
 
 
 def test_a_validation_benchmark_sharing_test_images_is_refused(tmp_path):
-    space = (config.find_space("softmax")).read_text().replace(
+    space = (config_mod.find_space("softmax")).read_text().replace(
         'validation = [{ benchmark = "main", weight = 1.0 }]',
         'validation = [{ benchmark = "digits?train_classes=4", weight = 1.0 }]')
     path = tmp_path / "overlap.toml"
@@ -115,7 +118,7 @@ def test_a_validation_benchmark_sharing_test_images_is_refused(tmp_path):
 
 
 def test_overlap_counts_images_by_content_not_position():
-    from lfsearch import overlap
+    pass  # (import moved)
 
     a = torch.arange(24, dtype=torch.float32).reshape(4, 1, 2, 3)
     b = torch.cat([a[[2, 0]], a[:2] + 100])

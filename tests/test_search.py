@@ -15,10 +15,13 @@ import pandas as pd
 import pytest
 import torch
 
-from lfsearch import config as config_mod
-from lfsearch import data, population
+from lfsearch import data, losses, models
 from lfsearch.cli import main as cli_main
+from lfsearch.evaluation import metrics as metrics_mod
+from lfsearch.search import candidate as candidate_mod
+from lfsearch.search import config as config_mod
 from lfsearch.search import search
+from lfsearch.search import sequential as sequential_mod
 
 SPACES = sorted((Path(__file__).resolve().parent.parent / "search_spaces").glob("*.toml"))
 
@@ -107,17 +110,14 @@ def test_search_writes_a_complete_run_folder(tmp_path):
 
 
 def test_the_test_split_is_used_once_after_the_search(tmp_path, monkeypatch):
-    from lfsearch import evaluate
-
     seen = []
-    real = evaluate.evaluate
+    real = metrics_mod.evaluate
 
     def spy(model, loss, split, **kwargs):
         seen.append(split)
         return real(model, loss, split, **kwargs)
 
-    monkeypatch.setattr(evaluate, "evaluate", spy)
-    monkeypatch.setattr(population.evaluate, "evaluate", spy)
+    monkeypatch.setattr(metrics_mod, "evaluate", spy)  # the search and its candidates call it
     bench = data.load("digits", seed=0)
     search("cosface", epochs=2, seed=0, device="cpu", out=tmp_path / "run")
     # validation on every candidate of every epoch, the test split only at the very end
@@ -170,23 +170,21 @@ class ExplodingLoss(torch.nn.Module):
 
 
 def test_a_diverging_candidate_gets_the_worst_reward_and_is_never_chosen():
-    from lfsearch import losses, models
-
     bench = data.load("digits-closed", seed=0)
     torch.manual_seed(0)
     model = models.build("digits_net", embedding_size=16, in_channels=1, image_size=(8, 8))
     loss = ExplodingLoss(losses.build("softmax", embedding_size=16, num_classes=bench.num_classes))
-    opt = population.make_optimizer("sgd", list(model.parameters()) + list(loss.parameters()),
+    opt = candidate_mod.make_optimizer("sgd", list(model.parameters()) + list(loss.parameters()),
                                     lr=0.05, momentum=0.9, weight_decay=0.0)
-    trainee = population.Trainee(model, loss, opt)
-    validations = [population.Validation("val", bench.val, "accuracy")]
-    results = population.run_epoch_sequential(
+    trainee = candidate_mod.Trainee(model, loss, opt)
+    validations = [candidate_mod.Validation("val", bench.val, "accuracy")]
+    results = sequential_mod.run_epoch_sequential(
         trainee, trainee.state(), [{"poison": 1.0}, {"poison": 0.0}, {"poison": 1.0}],
         train=bench.train, validations=validations, batch_size=64, lr=0.05, data_seed=0,
         candidate_seeds=[1, 2, 3])
     assert [r.status for r in results] == ["diverged", "ok", "diverged"]
-    assert results[0].reward == population.WORST_REWARD
-    assert population.choose_best(results) == 1
+    assert results[0].reward == candidate_mod.WORST_REWARD
+    assert candidate_mod.choose_best(results) == 1
     assert results[1].reward > 0.5
 
 

@@ -13,9 +13,11 @@ import pandas as pd
 import pytest
 import torch
 
-from lfsearch import config as config_mod
-from lfsearch import data, evaluate, population, validation_pairs
-from lfsearch.search import Search, search
+from lfsearch import data
+from lfsearch.evaluation import metrics as metrics_mod
+from lfsearch.evaluation import validation_pairs
+from lfsearch.search import Search, controllers, search
+from lfsearch.search import config as config_mod
 
 
 def space(name="search_softmax", *, epochs=2, candidates=2, seed=3, **sections):
@@ -42,8 +44,8 @@ def run(config, out, **kwargs):
 def test_cosine_gap_hand_worked_on_four_pairs():
     # same pairs 0.9 and 0.5 (mean 0.7), different pairs 0.2 and -0.4 (mean -0.1): gap 0.8
     scores, same = [0.9, 0.2, 0.5, -0.4], [True, False, True, False]
-    assert evaluate.cosine_gap(scores, same) == pytest.approx(0.8)
-    m = evaluate.verification_metrics(scores, same, [0, 0, 1, 1])
+    assert metrics_mod.cosine_gap(scores, same) == pytest.approx(0.8)
+    m = metrics_mod.verification_metrics(scores, same, [0, 0, 1, 1])
     assert m["cosine_gap"] == pytest.approx(0.8)
 
 
@@ -54,7 +56,7 @@ def test_cosine_gap_moves_where_thresholded_accuracy_cannot():
     base = np.array([0.9, 0.2, 0.5, -0.4] * 3)
     better = base.copy()
     better[2::4] += 0.1
-    a, b = (evaluate.verification_metrics(s, same) for s in (base, better))
+    a, b = (metrics_mod.verification_metrics(s, same) for s in (base, better))
     assert a["verification_accuracy"] == b["verification_accuracy"] == 1.0
     assert b["cosine_gap"] - a["cosine_gap"] == pytest.approx(0.05)
 
@@ -129,7 +131,7 @@ def test_a_metric_the_validation_split_does_not_measure_is_refused_before_traini
 
 def test_interval_competes_every_k_epochs_and_candidates_keep_their_own_weights(tmp_path,
                                                                                 monkeypatch):
-    from lfsearch import controllers
+    pass  # (import moved)
 
     updates, starts = [], []
     real_update = controllers.ReinforceController.update

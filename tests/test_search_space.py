@@ -8,12 +8,13 @@ import math
 import pytest
 import torch
 
-from lfsearch import config, losses
+from lfsearch import losses
+from lfsearch.search import config as config_mod
 
 
 def _bounds(space: str) -> dict[str, tuple[float, float]]:
-    cfg = config.load(space)
-    return {p.name: (p.low, p.high) for p in config.param_specs(cfg)}
+    cfg = config_mod.load(space)
+    return {p.name: (p.low, p.high) for p in config_mod.param_specs(cfg)}
 
 
 @pytest.mark.parametrize("space", ["search_softmax", "search_softmax_local", "random_softmax"])

@@ -17,8 +17,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from lfsearch import config as config_mod
 from lfsearch.cli import main as cli_main
+from lfsearch.search import config as config_mod
 
 REPO = Path(__file__).resolve().parents[1]
 TOP = REPO / "search_spaces"

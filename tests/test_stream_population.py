@@ -16,8 +16,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from lfsearch import data, losses, models, packing, population
+from lfsearch import data, losses, models
 from lfsearch.data import stream
+from lfsearch.search import candidate as candidate_mod
+from lfsearch.search import packed as packed_mod
+from lfsearch.search import sequential as sequential_mod
 
 TESTS = Path(__file__).resolve().parent
 ORL_SMALL = TESTS / "data" / "orl_small"
@@ -39,18 +42,18 @@ def decodes(monkeypatch):
     return seen
 
 
-def trainee(num_classes: int) -> population.Trainee:
+def trainee(num_classes: int) -> candidate_mod.Trainee:
     torch.manual_seed(0)
     model = models.build("digits_net", embedding_size=16, in_channels=1, image_size=(28, 23))
     loss = losses.build("cosface", embedding_size=16, num_classes=num_classes, s=16.0)
-    opt = population.make_optimizer("sgd", list(model.parameters()) + list(loss.parameters()),
+    opt = candidate_mod.make_optimizer("sgd", list(model.parameters()) + list(loss.parameters()),
                                     lr=0.05, momentum=0.9, weight_decay=5e-4)
-    return population.Trainee(model, loss, opt)
+    return candidate_mod.Trainee(model, loss, opt)
 
 
 def epoch_of(run, bench, train):
     t = trainee(bench.num_classes)
-    validations = [population.Validation("val", bench.val, "verification_accuracy")]
+    validations = [candidate_mod.Validation("val", bench.val, "verification_accuracy")]
     return run(t, t.state(), PARAMS, train=train, validations=validations, batch_size=8,
                lr=0.05, data_seed=3, candidate_seeds=[1, 2, 3, 4], augment="flip")
 
@@ -62,17 +65,17 @@ def test_packed_training_decodes_each_batch_once_for_all_candidates(decodes):
     assert n == 40 and isinstance(streamed.train, data.StreamedImages)
     used = n - n % 8  # drop_last: the short batch is not drawn (40 = 5 x 8: none here)
 
-    packed = epoch_of(packing.run_epoch_packed, streamed, streamed.train)
+    packed = epoch_of(packed_mod.run_epoch_packed, streamed, streamed.train)
     assert sum(decodes.values()) == used  # one decode per image per epoch, not M
     assert max(decodes.values()) == 1 and len(decodes) == used
 
     decodes.clear()
-    sequential = epoch_of(population.run_epoch_sequential, streamed, streamed.train)
+    sequential = epoch_of(sequential_mod.run_epoch_sequential, streamed, streamed.train)
     assert sum(decodes.values()) == len(PARAMS) * used  # each candidate decodes its own epoch
     assert set(decodes.values()) == {len(PARAMS)}
 
     decodes.clear()
-    in_memory = epoch_of(packing.run_epoch_packed, memory, memory.train)
+    in_memory = epoch_of(packed_mod.run_epoch_packed, memory, memory.train)
     assert sum(decodes.values()) == 0
     # the streamed batches are the in-memory ones, so the packed epochs agree exactly
     assert [r.train_loss for r in packed] == [r.train_loss for r in in_memory]

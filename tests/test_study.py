@@ -23,10 +23,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from lfsearch.experiments import study as study_mod
+from lfsearch.search import config as config_mod
+
 optuna = pytest.importorskip("optuna")
 
-from lfsearch import config as config_mod  # noqa: E402
-from lfsearch import study as study_mod  # noqa: E402
 from lfsearch.cli import main as cli_main  # noqa: E402
 
 STUB = r'''
@@ -76,10 +77,10 @@ class StubSearch:
 WORKER_MAIN = r'''
 import sys
 
-import lfsearch.study
+import lfsearch.experiments.study
 from lfsearch.cli import main
 
-lfsearch.study.Search = StubSearch
+lfsearch.experiments.study.Search = StubSearch
 raise SystemExit(main(sys.argv[1:]))
 '''
 
@@ -208,20 +209,24 @@ def test_bad_study_tables_name_the_field_and_the_file(tmp_path, table, field):
 
 
 def test_config_does_not_import_the_study_runner(tmp_path):
-    """Dependencies run one way: config -> study_space; study -> config. Loading a file with a
-    [study] table (checked by config) must not import lfsearch.study (Optuna, storage)."""
+    """Dependencies run one way: config -> study_section; study -> config. Loading a file with a
+    [study] table (checked by config) must not import lfsearch.experiments (Optuna, storage)."""
     path = tmp_path / "space.toml"
     path.write_text(SPACE_WITH_STUDY)
-    code = ("import sys; from lfsearch import config; c = config.load(sys.argv[1]); "
+    code = ("import sys; from lfsearch.search import config; c = config.load(sys.argv[1]); "
             "assert 'params' in c['study']; "
             "print(sorted(m for m in sys.modules if m.startswith('lfsearch')))")
     repo = Path(__file__).resolve().parents[1]  # `python -c` imports from its cwd first
     out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
                          text=True, check=True, cwd=repo).stdout
     loaded = eval(out)
-    assert "lfsearch.study_space" in loaded and "lfsearch.config" in loaded
-    assert "lfsearch.study" not in loaded and "lfsearch.search" not in loaded
-    assert "optuna" not in out
+    assert "lfsearch.search.study_section" in loaded and "lfsearch.search.config" in loaded
+    assert not [m for m in loaded if m.startswith("lfsearch.experiments")]
+    optuna_loaded = subprocess.run([sys.executable, "-c", code.replace(
+        "print(sorted(m for m in sys.modules if m.startswith('lfsearch')))",
+        "print('optuna' in sys.modules)"), str(path)], capture_output=True, text=True,
+        check=True, cwd=repo).stdout.strip()
+    assert optuna_loaded == "False"
 
 
 # ------------------------------------------------------------------------------------------

@@ -8,32 +8,33 @@ import json
 import pandas as pd
 import pytest
 
-from lfsearch import compare as cmp
-from lfsearch import config as config_mod
-from lfsearch import tuning
 from lfsearch.cli import main as cli_main
+from lfsearch.experiments import compare as compare_mod
+from lfsearch.experiments import run_plan
+from lfsearch.experiments import tuning as tuning_mod
+from lfsearch.search import config as config_mod
 
 BENCH = "digits?train_classes=2&pairs=200"  # small: 2 training classes, 200 pairs
-TAG = cmp.safe_name(BENCH)
+TAG = run_plan.safe_name(BENCH)
 
 
 def test_the_budget_is_the_largest_search_cost_and_fixed_methods_cost_nothing():
     configs = [config_mod.resolve(config_mod.load(s), epochs=e)
                for s, e in (("softmax", 3), ("search_softmax", 3), ("random_softmax", 5))]
     # search_softmax 3 epochs x 4 candidates = 12; random_softmax 5 x 4 = 20; softmax: no search
-    assert tuning.search_budget(configs) == 20
-    assert tuning.search_budget(configs[:1]) is None
+    assert tuning_mod.search_budget(configs) == 20
+    assert tuning_mod.search_budget(configs[:1]) is None
 
 
 def test_the_plan_gives_each_seed_budget_over_trial_cost_trials(tmp_path):
-    specs = tuning.plan_tuned(["digits"], ["cosface", "arcface"], [0, 3], tmp_path,
+    specs = tuning_mod.plan_tuned(["digits"], ["cosface", "arcface"], [0, 3], tmp_path,
                               {"epochs": 3}, 20)
     # one trial = 3 epochs x 1 candidate: floor(20 / 3) = 6 trials, 18 candidate-epochs
     assert [(s.method, s.seed, s.trials, s.budget) for s in specs] == [
         ("cosface", 0, 6, 18), ("cosface", 3, 6, 18), ("arcface", 0, 6, 18), ("arcface", 3, 6, 18)]
     assert specs[0].label == "cosface (tuned, 18 cand-epochs)"
     assert specs[1].out == tmp_path / "digits" / "cosface-tuned" / "seed3"
-    with_m = tuning.plan_tuned(["digits"], ["cosface"], [0], tmp_path,
+    with_m = tuning_mod.plan_tuned(["digits"], ["cosface"], [0], tmp_path,
                                {"epochs": 3, "candidates": 2}, 20)
     assert (with_m[0].trials, with_m[0].budget) == (3, 18)  # 3 x 2 per trial
     assert not any(tmp_path.iterdir())
@@ -47,7 +48,7 @@ def test_the_plan_gives_each_seed_budget_over_trial_cost_trials(tmp_path):
 ])
 def test_what_cannot_be_tuned_is_refused(tmp_path, spaces, budget, match):
     with pytest.raises(ValueError, match=match):
-        tuning.plan_tuned(["digits"], spaces, [0], tmp_path, {"epochs": 3}, budget)
+        tuning_mod.plan_tuned(["digits"], spaces, [0], tmp_path, {"epochs": 3}, budget)
 
 
 def test_trial_runs_inside_a_study_folder_are_not_runs_of_the_compare(tmp_path):
@@ -56,16 +57,16 @@ def test_trial_runs_inside_a_study_folder_are_not_runs_of_the_compare(tmp_path):
         (tmp_path / d / "config.toml").write_text("")
         (tmp_path / d / "manifest.json").write_text("{}")
     (tmp_path / "b/t/seed0/tuning/study.db").write_text("")
-    assert tuning.is_trial_run(tmp_path / "b/t/seed0/tuning/trials/0", tmp_path)
-    assert not tuning.is_trial_run(tmp_path / "b/m/seed0", tmp_path)
-    assert cmp.find_run_dirs(tmp_path) == [tmp_path / "b/m/seed0"]
+    assert tuning_mod.is_trial_run(tmp_path / "b/t/seed0/tuning/trials/0", tmp_path)
+    assert not tuning_mod.is_trial_run(tmp_path / "b/m/seed0", tmp_path)
+    assert run_plan.find_run_dirs(tmp_path) == [tmp_path / "b/m/seed0"]
 
 
 @pytest.fixture(scope="module")
 def tuned(tmp_path_factory):
     """softmax (1 epoch) against cosface tuned in 2 one-epoch trials (--tune-budget 2)."""
     out = tmp_path_factory.mktemp("tuned") / "cmp"
-    result = cmp.compare([BENCH], "softmax", [0], out=out, epochs=1, device="cpu",
+    result = compare_mod.compare([BENCH], "softmax", [0], out=out, epochs=1, device="cpu",
                          tuned="cosface", tune_budget=2)
     return out, result
 
@@ -106,17 +107,17 @@ def test_a_tuned_baseline_is_chosen_on_validation_and_counts_its_trials(tuned):
 
 def test_a_second_compare_skips_the_tuned_runs_and_other_settings_are_refused(tuned):
     out, first = tuned
-    again = cmp.compare([BENCH], "softmax", [0], out=out, epochs=1, device="cpu",
+    again = compare_mod.compare([BENCH], "softmax", [0], out=out, epochs=1, device="cpu",
                         tuned="cosface", tune_budget=2)
     assert set(again["done"].values()) == {"skipped"}
     with pytest.raises(ValueError, match="different configuration.*trials"):
-        cmp.compare([BENCH], "softmax", [0], out=out, epochs=1, device="cpu",
+        compare_mod.compare([BENCH], "softmax", [0], out=out, epochs=1, device="cpu",
                     tuned="cosface", tune_budget=3)
 
 
 def test_by_default_a_tuned_baseline_gets_the_searchs_candidate_epochs(tmp_path):
     out = tmp_path / "cmp"
-    result = cmp.compare([BENCH], "search_softmax", [0], out=out, epochs=1, device="cpu",
+    result = compare_mod.compare([BENCH], "search_softmax", [0], out=out, epochs=1, device="cpu",
                          tuned="cosface")
     table = result["table"].set_index("method")
     label = "cosface (tuned, 4 cand-epochs)"    # search_softmax: 1 epoch x 4 candidates

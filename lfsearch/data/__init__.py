@@ -100,10 +100,17 @@ from lfsearch.data.idx import load_mnist, load_mnist_open, read_idx
 from lfsearch.data.images import IMAGE_EXTENSIONS, MAX_DEFAULT_SIDE
 from lfsearch.data.lfw import load_lfw, read_pairs_file
 from lfsearch.data.options import PARSERS
-from lfsearch.data.rec import load_rec
 from lfsearch.data.pairs import DEFAULT_PAIRS, N_FOLDS, make_pairs
-from lfsearch.data.splits import (BYTE_PIXELS, Benchmark, ClassificationSplit, LabelledImages,
-                                  PixelScale, Split, VerificationSplit)
+from lfsearch.data.rec import load_rec
+from lfsearch.data.splits import (
+    BYTE_PIXELS,
+    Benchmark,
+    ClassificationSplit,
+    LabelledImages,
+    PixelScale,
+    Split,
+    VerificationSplit,
+)
 from lfsearch.data.stream import StreamedImages
 
 __all__ = ["BYTE_PIXELS", "Benchmark", "ClassificationSplit", "DEFAULT_PAIRS",

@@ -8,13 +8,12 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import torch
 from torch import Tensor
 
 from lfsearch.data.files import check_dir, get_key, load_pickle
 from lfsearch.data.pairs import DEFAULT_PAIRS
 from lfsearch.data.partition import closed_set, open_set
-import torch
-
 from lfsearch.data.splits import BYTE_PIXELS, Benchmark
 
 log = logging.getLogger(__name__)

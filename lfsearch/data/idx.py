@@ -11,13 +11,12 @@ import struct
 from pathlib import Path
 
 import numpy as np
+import torch
 from torch import Tensor
 
 from lfsearch.data.files import check_dir
 from lfsearch.data.pairs import DEFAULT_PAIRS
 from lfsearch.data.partition import closed_set, open_set
-import torch
-
 from lfsearch.data.splits import BYTE_PIXELS, Benchmark
 
 LAYOUT = ("mnist:DIR expects the four MNIST IDX files, gzipped or not, in DIR:\n"

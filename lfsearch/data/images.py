@@ -7,9 +7,8 @@ import io
 from pathlib import Path
 
 import numpy as np
-from torch import Tensor
-
 import torch
+from torch import Tensor
 
 MAX_DEFAULT_SIDE = 112
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".pgm", ".ppm", ".pbm", ".bmp", ".tif", ".tiff",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+
 def _parse_size(value: Any, name: str) -> tuple[int, int]:
     if isinstance(value, (tuple, list)) and len(value) == 2:
         h, w = value

@@ -17,7 +17,8 @@ import numpy as np
 
 from lfsearch.data.folder import list_identities
 from lfsearch.data.images import decode_one, probe
-from lfsearch.data.lfw import LAYOUT as LFW_LAYOUT, read_pairs_file
+from lfsearch.data.lfw import LAYOUT as LFW_LAYOUT
+from lfsearch.data.lfw import read_pairs_file
 from lfsearch.data.rec import open_record_set
 from lfsearch.data.recordio import IRHeader, RecordWriter, index_path, read_property
 

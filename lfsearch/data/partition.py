@@ -10,6 +10,7 @@ from torch import Tensor
 from lfsearch.data.pairs import verification_split
 from lfsearch.data.splits import Benchmark, ClassificationSplit, LabelledImages, PixelScale
 
+
 def stratified_split(labels: np.ndarray, fractions: list[float], rng: np.random.Generator
                       ) -> list[np.ndarray]:
     """Split indices per class into len(fractions)+1 parts: the given fractions, then the rest

@@ -12,8 +12,15 @@ import numpy as np
 from lfsearch.data import identities
 from lfsearch.data.collection import IdentityImages
 from lfsearch.data.pairs import DEFAULT_PAIRS
-from lfsearch.data.recordio import (LAYOUT, RecordFile, index_path, read_index, read_property,
-                                    read_record_at, unpack)
+from lfsearch.data.recordio import (
+    LAYOUT,
+    RecordFile,
+    index_path,
+    read_index,
+    read_property,
+    read_record_at,
+    unpack,
+)
 from lfsearch.data.splits import Benchmark
 
 log = logging.getLogger(__name__)

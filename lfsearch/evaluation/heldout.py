@@ -1,0 +1,92 @@
+"""Held-out test benchmarks: benchmarks a run is tested on at the end and never searched on
+(docs/face_recognition.md).
+
+A space file's ``[test] benchmarks = ["bin:data/lfw.bin", "bin:data/cfp_fp.bin", ...]`` names
+them; the search trains and rewards on the training and validation benchmarks only, then
+tests the final model on its own test split and on each of these (`evaluate_benchmarks`), and
+`results.json` keeps every one's metrics under ``test_benchmarks``. `lfsearch evaluate RUN
+--benchmark SPEC` tests a finished run on more of them later (`evaluate_run`).
+
+"Never seen by the search" is checked twice. When the space file is read
+(lfsearch.search.config.check_test_disjoint), a test benchmark may not be a validation benchmark or
+the training benchmark, compared by their normalised spec (kind, absolute path, sorted
+options) and by the data path alone (the same file or folder read with other options is the
+same images). At the end of a search, a test benchmark whose images are byte for byte images
+of the training or a validation split (lfsearch.evaluation.overlap: the same files under another path)
+is not tested and gets an error entry instead.
+
+Metrics are those of the main test split (lfsearch.evaluation.metrics.evaluate): on pairs, 10-fold
+verification accuracy and its std, ROC AUC, EER, TAR@FAR and rank-1 where the split has
+identity labels; on closed-set splits, top-1 accuracy.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from lfsearch.evaluation import metrics as metrics_mod
+from lfsearch.evaluation import overlap
+
+
+def _finite(metrics: dict[str, float]) -> dict[str, float | None]:
+    """NaN (a metric the split is too small for) as None, so the JSON stays valid."""
+    return {k: (float(v) if math.isfinite(float(v)) else None) for k, v in metrics.items()}
+
+
+def load_test_split(spec: str, *, seed: int, device: torch.device | str,
+               image_shape: tuple[int, int, int]):
+    """The test split of benchmark `spec`, checked against the model's (C, H, W)."""
+    from lfsearch import data  # the data package (one loader per source)
+
+    bench = data.load(spec, seed=seed, device=device)
+    split = bench.test
+    if split is None:
+        raise ValueError(f"benchmark {spec!r} has no test split")
+    shape = (bench.in_channels, *bench.image_size)
+    if tuple(shape) != tuple(image_shape):
+        c, h, w = image_shape
+        raise ValueError(f"benchmark {spec!r} gives {shape[0]}x{shape[1]}x{shape[2]} images but "
+                         f"the model takes {c}x{h}x{w}; add ?size={h}x{w}&channels={c} to the spec")
+    return split
+
+
+def metric_of(split: Any) -> str:
+    """verification_accuracy on pairs, accuracy on closed-set classification."""
+    return "verification_accuracy" if getattr(split, "protocol", None) == "verification" \
+        else "accuracy"
+
+
+def evaluate_benchmarks(model: torch.nn.Module, loss: torch.nn.Module, specs: list[str], *,
+                        seed: int, device: torch.device | str,
+                        image_shape: tuple[int, int, int], keep_going: bool = False,
+                        seen: list[tuple[str, torch.Tensor]] = ()) -> dict[str, dict[str, Any]]:
+    """{spec: {"metric": main metric name, "metrics": {...}}} for every benchmark in `specs`.
+
+    keep_going (end of a search): a benchmark that fails to load or evaluate is recorded as
+    {"error": "..."} and the others still run, so a long run keeps its results; otherwise the
+    first failure raises. seen: (name, images) the search trained or was rewarded on; a
+    benchmark sharing any image with them is refused (ValueError)."""
+    out: dict[str, dict[str, Any]] = {}
+    seen_hashes = [(name, tuple(images.shape[1:]), overlap.image_hashes(images))
+                   for name, images in seen]  # hashed once for every benchmark
+    for spec in specs:
+        try:
+            split = load_test_split(spec, seed=seed, device=device, image_shape=image_shape)
+            hashes = overlap.image_hashes(split.images) if seen_hashes else set()
+            for name, shape, known in seen_hashes:
+                shared = len(hashes & known) if shape == tuple(split.images.shape[1:]) else 0
+                if shared:
+                    raise ValueError(f"test benchmark {spec!r} shares {shared} of its images "
+                                     f"with the {name} split the search used; it is not tested")
+            metrics = metrics_mod.evaluate(model, loss, split)
+            out[spec] = {"metric": metric_of(split), "metrics": _finite(metrics)}
+        except (ValueError, FileNotFoundError, NotADirectoryError, OSError) as exc:
+            if not keep_going:
+                raise
+            out[spec] = {"error": " ".join(str(exc).split())}
+        finally:
+            split = None  # free the benchmark's images before the next one
+    return out

@@ -1,0 +1,96 @@
+"""The comparison table formatted: for the terminal, as Markdown, and one block per [test]
+benchmark.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+
+
+# --------------------------------------------------------------------------------- formatting
+def _fmt(x: Any, digits: int = 4) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "–"
+    return f"{x:.{digits}f}"
+
+
+def _fmt_p(p: float) -> str:
+    if p is None or not math.isfinite(p):
+        return "–"
+    return "<0.001" if p < 1e-3 else f"{p:.3f}"
+
+
+def _fmt_test(row: dict[str, Any], label: str) -> str:
+    diff = row[f"vs_{label}_diff"]
+    if not math.isfinite(diff):
+        return "–"
+    text = f"{diff:+.4f}"
+    if math.isfinite(row[f"vs_{label}_t"]):
+        text += f" (t={row[f'vs_{label}_t']:.2f}, p={_fmt_p(row[f'vs_{label}_p'])}"
+        if math.isfinite(row[f"vs_{label}_wilcoxon_p"]):
+            text += f", W p={_fmt_p(row[f'vs_{label}_wilcoxon_p'])}"
+        text += ")"
+    return text
+
+
+def display_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """The comparison as text columns, for Markdown and HTML."""
+    out = []
+    for row in summary.to_dict("records"):
+        out.append({
+            "benchmark": row["benchmark"],
+            "method": row["method"] + ("" if row["controller"] == "fixed" else " *"),
+            "n": str(row["n"]),
+            f"test {row['metric']}": f"{_fmt(row['mean'])} ± {_fmt(row['std'])}",
+            "95% CI": f"[{_fmt(row['ci_low'])}, {_fmt(row['ci_high'])}]",
+            "vs softmax": _fmt_test(row, "softmax"),
+            "vs best margin": ((row["best_margin"] + ": ") if row["best_margin"]
+                               and row["best_margin"] != row["method"] else "")
+                              + _fmt_test(row, "best_margin"),
+            "candidate-epochs": f"{row['candidate_epochs']:g}",
+        })
+    return pd.DataFrame(out)
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    """A GitHub-flavoured Markdown table of a DataFrame's text (| escaped)."""
+    cols = [str(c) for c in frame.columns]
+
+    def cell(v: Any) -> str:
+        return str(v).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(cell(c) for c in cols) + " |",
+             "|" + "|".join("---" for _ in cols) + "|"]
+    for row in frame.itertuples(index=False):
+        lines.append("| " + " | ".join(cell(v) for v in row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+TABLE_NOTE = (
+    "mean ± sample std over seeds; 95% CI: Student t interval of the mean; "
+    "vs X: mean paired difference over seeds (this method − X) with the paired t-test "
+    "(t, two-sided p) and the Wilcoxon signed-rank p (W p); – where undefined (fewer than 2 "
+    "pairs or no variation). Best margin: the fixed-controller method other than softmax "
+    "with the highest mean (a tuned one included). * marks a searched loss. candidate-epochs: "
+    "training compute (epochs × candidates per epoch). X (tuned, B cand-epochs): X tuned per "
+    "seed by an Optuna study on the validation reward within B candidate-epochs, the same "
+    "budget as the searches; B counts every trial."
+)
+
+
+def table_markdown(summary: pd.DataFrame, tests: pd.DataFrame | None = None) -> str:
+    text = markdown_table(display_table(summary)) + "\n" + TABLE_NOTE + "\n"
+    for spec, block in test_blocks(tests):
+        text += f"\n## Test benchmark {spec}\n\n" + markdown_table(display_table(block)) + "\n"
+    return text
+
+
+def test_blocks(tests: pd.DataFrame | None) -> list[tuple[str, pd.DataFrame]]:
+    """(test benchmark spec, its summarise rows) for every test benchmark of `tests`."""
+    if tests is None or tests.empty:
+        return []
+    return [(spec, block.drop(columns="test_benchmark"))
+            for spec, block in tests.groupby("test_benchmark", sort=False)]

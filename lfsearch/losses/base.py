@@ -1,0 +1,372 @@
+"""Losses of the unified margin family as ``nn.Module``s, plus joint-supervision terms.
+
+Every loss is called as ``loss(embeddings (N, D) float, labels (N,) long) -> scalar``
+(``reduction="none"`` on a head loss gives the (N,) per-sample values instead).
+
+Head losses (the softmax family) own a class head ``.weight`` of shape
+(num_classes, embedding_size) and expose ``.logits(embeddings)``: the plain class scores
+with no margin (``s·cos θ_j`` for normalised heads, ``W x + b`` for softmax), and
+``.margin_logits(embeddings, labels)``: the N×C logits the cross entropy sees.
+They compute the N×C logit matrix once (the scale s folded into the normalised embedding)
+and change only its target column, in place, inside one fused cross entropy
+(:class:`_MarginCrossEntropy`) that keeps one N×C buffer for backward and builds one
+gradient — fewer N×C tensors than ``F.cross_entropy`` on the plain logits; no one-hot
+N×C mask is ever built. The margin's derivative df/dcos θ comes in closed form from
+:mod:`lfsearch.losses.margins` (``*_and_slope``). Not twice differentiable.
+
+Parameters a search changes during training (s, m, a, the AM-LFS coefficients, …) are
+read with ``get_params() -> dict[str, float]`` and changed between steps with
+``set_params(**values)`` (validated, no rebuild). They are kept exactly as given and
+travel with ``state_dict()`` (as the module's extra state).
+
+Joint supervision: ``build("cosface", D, C, aux="center", aux_weight=0.01,
+aux_params={...})`` returns a :class:`Joint` loss  L = L_main + aux_weight·L_aux whose
+``.weight``/``.logits`` are the main head's; its searchable parameters are the main
+loss's, ``aux_weight`` and the aux term's prefixed with its name (``triplet_margin``).
+
+Angles are in radians (see :mod:`lfsearch.losses.margins`). Bad input raises ``ValueError``
+naming the field and its allowed values.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from lfsearch.losses import margins
+
+REDUCTIONS = ("mean", "sum", "none")
+_NORM_EPS = 1e-12
+
+
+# ----------------------------------------------------------------------------- checks
+def _check_size(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer; got {value!r}")
+    return value
+
+
+def _check_reduction(value: str) -> str:
+    if value not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {', '.join(REDUCTIONS)}; got {value!r}")
+    return value
+
+
+def _check_finite(name: str, value) -> float:
+    return margins._number(name, value, "(-inf, inf)")
+
+
+def _check_embeddings(x, embedding_size: int | None) -> None:
+    d = embedding_size if embedding_size is not None else "D"
+    if not isinstance(x, Tensor) or x.dim() != 2 or not x.is_floating_point():
+        got = (f"{x.dtype} tensor of shape {tuple(x.shape)}" if isinstance(x, Tensor)
+               else type(x).__name__)
+        raise ValueError(f"embeddings must be a floating-point tensor of shape (N, {d}); "
+                         f"got {got}")
+    if embedding_size is not None and x.shape[1] != embedding_size:
+        raise ValueError(f"embeddings must have shape (N, {embedding_size}) "
+                         f"(embedding_size={embedding_size}); got {tuple(x.shape)}")
+    if x.shape[0] == 0:
+        raise ValueError("embeddings must hold at least one row (N >= 1); got N = 0")
+
+
+def _check_labels(labels, n: int) -> None:
+    if (not isinstance(labels, Tensor) or labels.dim() != 1 or labels.is_floating_point()
+            or labels.is_complex() or labels.dtype == torch.bool):
+        got = (f"{labels.dtype} tensor of shape {tuple(labels.shape)}"
+               if isinstance(labels, Tensor) else type(labels).__name__)
+        raise ValueError(f"labels must be an integer (long) tensor of shape ({n},); got {got}")
+    if labels.shape[0] != n:
+        raise ValueError(f"labels must have shape ({n},) to match the embeddings; "
+                         f"got {tuple(labels.shape)}")
+
+
+def _check_values(x: Tensor, labels: Tensor, num_classes: int | None) -> None:
+    """One host sync: embeddings finite and labels in [0, C−1]; diagnose only on failure."""
+    bad = ~torch.isfinite(x.sum())
+    if num_classes is not None:
+        lo, hi = torch.aminmax(labels)
+        bad = bad | (lo < 0) | (hi >= num_classes)
+    else:
+        lo, hi = None, None
+        bad = bad | (labels.min() < 0)
+    if not bool(bad):
+        return
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError("embeddings contain NaN or infinite values (allowed: finite values)")
+    lo, hi = int(labels.min()), int(labels.max())
+    if num_classes is not None and (lo < 0 or hi >= num_classes):
+        raise ValueError(f"labels must lie in [0, {num_classes - 1}] "
+                         f"(num_classes={num_classes}); got min {lo}, max {hi}")
+    if lo < 0:
+        raise ValueError(f"labels must be >= 0; got min {lo}")
+
+
+# ------------------------------------------------------------------------------- base
+class Loss(nn.Module):
+    """Base of every loss: input checks and the searchable-parameter protocol.
+
+    Subclasses list their searchable parameter names in ``param_names()`` and validate a
+    value in ``_validate(name, value)``; values live in ``self._values`` (exact floats,
+    saved as extra state) and ``_apply_params()`` refreshes derived tensors.
+    """
+
+    name = ""
+    formula = ""
+    family = "softmax"  # "softmax": a head loss; "aux": a joint-supervision term
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._values: dict[str, float] = {}
+        #: Check inputs (shape, finiteness, label range) on every call (one host sync).
+        self.validate = True
+
+    # -- parameters
+    def param_names(self) -> list[str]:
+        return list(self._values)
+
+    def get_params(self) -> dict[str, float]:
+        """Current searchable parameters as {name: float}."""
+        return dict(self._values)
+
+    def set_params(self, **values) -> None:
+        """Change searchable parameters between steps (validated; no rebuild)."""
+        allowed = self.param_names()
+        for key in values:
+            if key not in allowed:
+                raise ValueError(f"unknown parameter {key!r} for loss {self.name!r}; "
+                                 f"allowed: {', '.join(allowed) if allowed else '(none)'}")
+        checked = {key: self._validate(key, value) for key, value in values.items()}
+        self._values.update(checked)
+        self._apply_params()
+
+    def plan_training(self, total_steps: int) -> None:
+        """Told by a run before training how many optimiser steps T it will take (members
+        with a schedule over training progress, e.g. SphereFace's λ, use it)."""
+
+    def _validate(self, name: str, value) -> float:  # pragma: no cover - overridden
+        return _check_finite(name, value)
+
+    def _apply_params(self) -> None:
+        """Refresh attributes/buffers derived from ``self._values``."""
+
+    def _apply(self, fn, *args, **kwargs):
+        # .to()/.double()/.cuda() convert buffers; rewrite derived ones from the exact values
+        out = super()._apply(fn, *args, **kwargs)
+        self._apply_params()
+        return out
+
+    def get_extra_state(self) -> dict:
+        return {"values": dict(self._values)}
+
+    def set_extra_state(self, state: dict) -> None:
+        self._values.update(state.get("values", {}))
+        self._apply_params()
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v:g}" for k, v in self._values.items())
+
+
+# ------------------------------------------------------------------------------ heads
+class _Head(Loss, metaclass=abc.ABCMeta):
+    """A class head W (C, D) (+ optional bias) trained with a softmax cross entropy."""
+
+    def __init__(self, embedding_size: int | None, num_classes: int | None, *,
+                 bias: bool = False, reduction: str = "mean",
+                 generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        self.embedding_size = _check_size("embedding_size", embedding_size)
+        self.num_classes = _check_size("num_classes", num_classes)
+        self.reduction = _check_reduction(reduction)
+        self.weight = nn.Parameter(torch.empty(self.num_classes, self.embedding_size))
+        bound = 1.0 / math.sqrt(self.embedding_size)
+        with torch.no_grad():
+            self.weight.uniform_(-bound, bound, generator=generator)
+        if bias:
+            self.bias = nn.Parameter(torch.zeros(self.num_classes))
+        else:
+            self.register_parameter("bias", None)
+
+    def _check(self, embeddings: Tensor, labels: Tensor | None) -> None:
+        if not self.validate:
+            return
+        _check_embeddings(embeddings, self.embedding_size)
+        if labels is None:
+            return
+        _check_labels(labels, embeddings.shape[0])
+        _check_values(embeddings, labels, self.num_classes)
+
+    @abc.abstractmethod
+    def _scores(self, x: Tensor) -> Tensor:
+        """The plain N×C class scores (a fresh tensor, safe to modify in place)."""
+
+    def logits(self, embeddings: Tensor) -> Tensor:
+        """Plain class scores with no margin, (N, C) — for closed-set accuracy."""
+        if self.validate:
+            _check_embeddings(embeddings, self.embedding_size)
+        return self._scores(embeddings)
+
+    def margin_logits(self, embeddings: Tensor, labels: Tensor) -> Tensor:
+        """The N×C logits the cross entropy sees (the target column changed); for
+        inspection and plots — training uses a fused path that never builds them."""
+        self._check(embeddings, labels)
+        z = self._scores(embeddings)
+        spec = self._target(embeddings, labels, z)
+        if spec is None:
+            return z
+        fn, shift, scale = spec
+        rows = torch.arange(z.shape[0], device=z.device)
+        z_y = z[rows, labels]
+        new = z_y + shift if fn is None else scale * self.target(z_y / scale)
+        z.index_put_((rows, labels), (new - z_y).to(z.dtype), accumulate=True)
+        return z
+
+    def _target(self, x: Tensor, labels: Tensor, z: Tensor):
+        """How the target logit z_y changes: None (it does not), or (fn, shift, scale):
+        z_y ← scale·f(z_y / scale) with ``fn(cos) -> (f, df/dcos)`` (elementwise), or
+        z_y ← z_y + shift when fn is None (shift a number or an (N,) tensor, no gradient).
+        """
+        return None
+
+    def _class_weight(self, labels: Tensor) -> Tensor | None:
+        return None
+
+    def _cross_entropy(self, x: Tensor, labels: Tensor, reduction: str) -> Tensor:
+        z = self._scores(x)
+        spec = self._target(x, labels, z)
+        fn, shift, scale = (None, None, None) if spec is None else spec
+        return _MarginCrossEntropy.apply(z, scale, shift, labels, fn,
+                                         self._class_weight(labels), reduction)
+
+    def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
+        self._check(embeddings, labels)
+        return self._cross_entropy(embeddings, labels, self.reduction)
+
+
+class _MarginCrossEntropy(torch.autograd.Function):
+    """Softmax cross entropy of fresh logits z (N, C) whose target column is replaced,
+    in place, by new_y = scale·f(z_y / scale) (``fn(cos) -> (f, df/dcos)``) or z_y + shift.
+
+    Memory: z changes in its target column only; one N×C buffer (the log-probabilities)
+    is saved and one (the gradient) is built in backward — fewer than
+    ``F.cross_entropy`` needs. With c = z_y/scale, ∂new/∂z_y = f'(c) and
+    ∂new/∂scale = f(c) − c·f'(c) are (N,) vectors. Half / bfloat16 logits: margin and
+    log-softmax in float32. Not twice differentiable.
+    """
+
+    @staticmethod
+    def forward(ctx, z, scale, shift, labels, fn, weight, reduction):
+        n = z.shape[0]
+        rows = torch.arange(n, device=z.device)
+        d_zy = d_sc = None
+        if fn is not None or shift is not None:
+            z_y = z[rows, labels]
+            if fn is None:
+                new = z_y + shift
+            else:
+                if z_y.element_size() < 4:
+                    z_y = z_y.float()
+                sc = scale.to(z_y.dtype) if isinstance(scale, Tensor) else scale
+                c = z_y / sc
+                f, slope = fn(c)
+                new = sc * f
+                d_zy = slope
+                if isinstance(scale, Tensor) and ctx.needs_input_grad[1]:
+                    d_sc = f - c * slope
+            z.index_put_((rows, labels), new.to(z.dtype))
+        logp = torch.log_softmax(z, dim=1, dtype=torch.float32 if z.element_size() < 4 else None)
+        nll = -logp[rows, labels]
+        w_y = None
+        if weight is not None:
+            w_y = weight.to(device=nll.device, dtype=nll.dtype)[labels]
+            nll = nll * w_y
+        if reduction == "mean":
+            denom = w_y.sum() if w_y is not None else nll.new_tensor(float(n))
+            loss = nll.sum() / denom
+        else:
+            denom = None
+            loss = nll.sum() if reduction == "sum" else nll
+        ctx.save_for_backward(logp, labels, d_zy, d_sc, w_y, denom)
+        ctx.reduction = reduction
+        ctx.z_dtype = z.dtype
+        ctx.scale_dtype = scale.dtype if isinstance(scale, Tensor) else None
+        return loss.to(z.dtype)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g):
+        logp, labels, d_zy, d_sc, w_y, denom = ctx.saved_tensors
+        n = logp.shape[0]
+        rows = torch.arange(n, device=logp.device)
+        coef = g.to(logp.dtype)
+        if ctx.reduction != "none":
+            coef = coef.expand(n)
+            if ctx.reduction == "mean":
+                coef = coef / denom
+        if w_y is not None:
+            coef = coef * w_y
+        grad = logp.exp()
+        grad.mul_(coef[:, None])
+        grad.index_put_((rows, labels), -coef, accumulate=True)  # coef·(p_j − [j = y])
+        grad_scale = None
+        if d_zy is not None:
+            g_y = grad[rows, labels]
+            if d_sc is not None:
+                grad_scale = (g_y * d_sc).to(ctx.scale_dtype)
+            grad.index_put_((rows, labels), (g_y * d_zy).to(grad.dtype))
+        return grad.to(ctx.z_dtype), grad_scale, None, None, None, None, None
+
+
+def _normalized_scores(x: Tensor, weight: Tensor, s: float) -> Tensor:
+    """s·cos θ_j = <s·x/‖x‖, W_j/‖W_j‖> with s folded into the (N, D) embedding."""
+    xs = x * (s / torch.linalg.vector_norm(x, dim=1, keepdim=True).clamp_min(_NORM_EPS))
+    return F.linear(xs, F.normalize(weight, dim=1, eps=_NORM_EPS))
+
+
+class _MarginHead(_Head):
+    """A head whose target logit is replaced: z_y ← scale_y·f(z_y / scale_y)."""
+
+    @abc.abstractmethod
+    def _target_scale(self, x: Tensor, labels: Tensor):
+        """The factor scale_y with z_y = scale_y·cos θ_y (a number or an (N,) tensor)."""
+
+    def target(self, cos: Tensor) -> Tensor:
+        """The target function f(θ) of this member, on cos θ."""
+        return cos
+
+    def target_and_slope(self, cos: Tensor) -> tuple[Tensor, Tensor]:
+        """(f(θ), df/dcos θ) on cos θ, without autograd (the fused cross entropy's input)."""
+        return cos, torch.ones_like(cos)
+
+    def _target(self, x, labels, z):
+        return self.target_and_slope, None, self._target_scale(x, labels)
+
+
+class _NormalizedHead(_MarginHead):
+    """‖W_j‖ = ‖x‖ = 1, logits s·cos θ_j, target s·f(θ_y)."""
+
+    def __init__(self, embedding_size=None, num_classes=None, *, s: float = 64.0,
+                 reduction: str = "mean", generator=None) -> None:
+        super().__init__(embedding_size, num_classes, reduction=reduction,
+                         generator=generator)
+        self._values["s"] = margins.check_positive("s", s)
+
+    @property
+    def s(self) -> float:
+        return self._values["s"]
+
+    def _validate(self, name, value):
+        if name == "s":
+            return margins.check_positive("s", value)
+        return _check_finite(name, value)
+
+    def _scores(self, x: Tensor) -> Tensor:
+        return _normalized_scores(x, self.weight, self.s)
+
+    def _target_scale(self, x, labels):
+        return self.s

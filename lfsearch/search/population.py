@@ -1,0 +1,65 @@
+"""The population strategy: how one epoch's M candidates are trained.
+
+`Population.choose(mode, device, accel)` resolves ``[training] packing`` ("auto" | "sequential"
+| "packed") once: packed (search/packed.py: the M candidates as one vmapped model, one
+forward/backward per batch) or sequential (search/sequential.py: one candidate after another).
+Both paths take the same arguments, give the same results up to float rounding, and apply the
+same `Accel` (autocast, channels_last, compile), so that their timings compare like with like.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+
+from lfsearch import data
+from lfsearch.search.accel import Accel, _images, resolve_mode
+from lfsearch.search.candidate import CandidateResult, Trainee, Validation
+from lfsearch.search.packed import run_epoch_packed
+from lfsearch.search.sequential import run_epoch_sequential
+
+
+@dataclass(frozen=True)
+class Population:
+    """A resolved training path: `mode` is "packed" or "sequential"; `accel` applies to both."""
+
+    mode: str
+    accel: Accel
+
+    @classmethod
+    def choose(cls, mode: str, device: torch.device | str, accel: Accel | None = None) -> Population:
+        """The path for `mode` on `device` (see accel.resolve_mode: auto = packed on CUDA). With
+        fp16 autocast "auto" trains sequentially: fp16's GradScaler is per candidate (see
+        PackedPopulation). `accel` defaults to `Accel.for_device` (bf16 autocast and
+        channels_last on CUDA, nothing on CPU)."""
+        device = torch.device(device)
+        accel = Accel.for_device(device) if accel is None else accel
+        if mode == "auto" and accel.autocast == torch.float16:
+            mode = "sequential"
+        return cls(resolve_mode(mode, device), accel)
+
+    def run_epoch(self, trainee: Trainee, start: dict[str, Any] | list[dict[str, Any] | None],
+                  params: list[dict[str, float]],
+                  *, train: data.LabelledImages, validations: list[Validation], batch_size: int,
+                  lr: float, data_seed: int, candidate_seeds: list[int], augment: str = "none",
+                  on_candidate: Callable[[int, CandidateResult], None] | None = None,
+                  keep_all: bool = False) -> list[CandidateResult]:
+        """Train every candidate i of `params` for one epoch from `start` (one state, or one per
+        candidate; None skips it) and reward it on `validations`; the keyword arguments are
+        those of `run_epoch_sequential`."""
+        kwargs = dict(train=train, validations=validations, batch_size=batch_size, lr=lr,
+                      data_seed=data_seed, candidate_seeds=candidate_seeds, augment=augment,
+                      on_candidate=on_candidate, keep_all=keep_all)
+        accel = self.accel
+        if self.mode == "packed":
+            return run_epoch_packed(trainee, start, params, accel=accel, **kwargs)
+        if accel.channels_last:
+            trainee.model.to(memory_format=torch.channels_last)
+        if accel.channels_last and isinstance(train, data.LabelledImages):
+            kwargs["train"] = dataclasses.replace(train, images=_images(train.images, accel))
+        if accel.compile and getattr(trainee.model, "_compiled_call_impl", None) is None:
+            trainee.model.compile()  # in place: the state_dict keys stay as they are
+        return run_epoch_sequential(trainee, start, params, autocast_dtype=accel.autocast, **kwargs)
