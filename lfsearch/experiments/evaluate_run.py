@@ -14,6 +14,7 @@ import torch
 
 from lfsearch import losses, models
 from lfsearch.evaluation.heldout import evaluate_benchmarks
+from lfsearch.search import checkpoint as checkpoint_mod
 from lfsearch.search import config as config_mod
 
 
@@ -56,15 +57,23 @@ def load_run_model(run_dir: str | os.PathLike, device: torch.device | str = "cpu
                     "in_channels": bench.in_channels, "image_size": list(bench.image_size),
                     "num_classes": bench.num_classes}
         del bench
-    ckpt = torch.load(run / "checkpoint.pt", map_location=device, weights_only=False)
+    # weights_only: a checkpoint that would run code is refused (search/checkpoint.py); a
+    # damaged one falls back to checkpoint.prev.pt as --resume does
+    ckpt, source = checkpoint_mod.load(run, map_location=device)
     model = models.build(backbone["name"], embedding_size=backbone["embedding_size"],
                          in_channels=backbone["in_channels"],
                          image_size=tuple(backbone["image_size"])).to(device)
     loss = losses.build(config["loss"]["name"], embedding_size=backbone["embedding_size"],
                         num_classes=backbone["num_classes"],
                         **config_mod.loss_arguments(config)).to(device)
-    model.load_state_dict(ckpt["state"]["model"])
-    loss.load_state_dict(ckpt["state"]["loss"])
+    try:
+        model.load_state_dict(ckpt["state"]["model"])
+        loss.load_state_dict(ckpt["state"]["loss"])
+    except (KeyError, TypeError, RuntimeError) as exc:
+        reason = " ".join(str(exc).split())[:200]
+        raise ValueError(f"{source} does not hold this run's {backbone['name']} model and "
+                         f"{config['loss']['name']} loss ({reason}); evaluate the run folder "
+                         "that wrote it") from None
     shape = (int(backbone["in_channels"]), *map(int, backbone["image_size"]))
     return RunModel(config, model, loss, shape, int(ckpt["epoch"]) + 1)
 
