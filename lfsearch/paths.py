@@ -119,3 +119,28 @@ def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
         except OSError:
             pass
     return removed
+
+
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether two paths name one file (links and `..` resolved)."""
+    a, b = Path(a), Path(b)
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return a.resolve() == b.resolve()
+
+
+def check_output(path: str | os.PathLike, what: str, *, inputs=(), force: bool = False) -> Path:
+    """Refuse an output file that is one of `inputs` ((description, path) pairs) or, without
+    `force`, one that exists; one-line ValueError naming the option and the file."""
+    path = Path(path)
+    for description, other in inputs:
+        if same_file(path, other):
+            raise ValueError(f"{what} {path} is {description}; write the output to another file")
+    if path.is_dir():
+        raise ValueError(f"{what} {path} is a folder; give a file name")
+    if (path.exists() or path.is_symlink()) and not force:
+        raise ValueError(f"{what} {path} already exists; pass --force to replace it")
+    return path

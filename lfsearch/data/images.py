@@ -29,6 +29,19 @@ def open_image(source: Path | bytes, label: str):
         raise ValueError(f"cannot read image {label}: {exc}") from exc
 
 
+def verify(source: Path | bytes, label: str) -> tuple[tuple[int, int], bool]:
+    """Decode the whole image (an empty, corrupt or truncated file is a one-line ValueError
+    naming it); returns `probe`'s ((width, height), is grey)."""
+    img = open_image(source, label)
+    try:
+        img.load()
+        return img.size, is_grey(img)
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise ValueError(f"cannot read image {label}: {exc}") from None
+    finally:
+        img.close()
+
+
 def is_grey(img) -> bool:
     if img.mode == "P":
         palette = img.getpalette() or []

@@ -12,10 +12,11 @@ from typing import Any
 
 import torch
 
-from lfsearch import losses, models
+from lfsearch import losses, models, paths
 from lfsearch.evaluation.heldout import evaluate_benchmarks
 from lfsearch.search import checkpoint as checkpoint_mod
 from lfsearch.search import config as config_mod
+from lfsearch.search import run_folder
 
 
 @dataclass
@@ -78,6 +79,47 @@ def load_run_model(run_dir: str | os.PathLike, device: torch.device | str = "cpu
     return RunModel(config, model, loss, shape, int(ckpt["epoch"]) + 1)
 
 
+OWN_FILES = ("checkpoint.prev.pt", "roc.csv", "report.md", "report.html")
+
+
+def check_out(out: str | os.PathLike, run_dir: str | os.PathLike, specs: list[str], *,
+              force: bool = False) -> Path:
+    """Refuse an --out that is one of the run's own files or a benchmark's data file, or that
+    exists (without `force`); one line, before anything is evaluated."""
+    from lfsearch import data
+
+    run, out = Path(run_dir), Path(out)
+    inputs = [(f"a file of run folder {run}", p) for p in run.iterdir()] if run.is_dir() else []
+    if out.name in run_folder.RUN_FILES + OWN_FILES and paths.same_file(out.parent, run):
+        inputs.append((f"a file of run folder {run}", out))
+    for spec in specs:
+        try:
+            path = data.parse_spec(spec)[1]
+        except ValueError:
+            continue  # the benchmark itself reports it
+        if path:
+            inputs.append((f"the data of --benchmark {spec}", path))
+    return paths.check_output(out, "--out", inputs=inputs, force=force)
+
+
+def seen_by_run(run: RunModel, device: torch.device | str) -> list[tuple[str, torch.Tensor]]:
+    """(name, images) of the splits the run trained and was rewarded on, drawn with its seed:
+    what `search --test-benchmark` checks a test benchmark against (evaluation/heldout.py)."""
+    from lfsearch import data
+
+    seed = run.config["run"]["seed"]
+    bench = data.load(run.config["training"]["benchmark"], seed=seed, device=device)
+    seen = []
+    if getattr(bench.train, "images", None) is not None:
+        seen.append(("training", bench.train.images))
+    for entry in run.config["reward"]["validation"]:
+        spec = entry["benchmark"]
+        other = bench if spec == "main" else data.load(spec, seed=seed, device=device)
+        if other.val is not None:
+            seen.append(("val" if spec == "main" else f"val:{spec}", other.val.images))
+    return seen
+
+
 def evaluate_run(run_dir: str | os.PathLike, specs: list[str], *,
                  device: torch.device | str = "cpu", seed: int | None = None) -> dict[str, Any]:
     """Test a run's final model on benchmarks `specs` (`lfsearch evaluate`).
@@ -90,7 +132,7 @@ def evaluate_run(run_dir: str | os.PathLike, specs: list[str], *,
     run = load_run_model(run_dir, device)
     seed = run.config["run"]["seed"] if seed is None else seed
     results = evaluate_benchmarks(run.model, run.loss, specs, seed=seed, device=device,
-                                  image_shape=run.image_shape)
+                                  image_shape=run.image_shape, seen=seen_by_run(run, device))
     return {"run_dir": str(run_dir), "method": run.config["method"]["name"],
             "training_benchmark": run.config["training"]["benchmark"], "seed": seed,
             "epochs_done": run.epochs_done, "benchmarks": results}
