@@ -75,8 +75,8 @@ def open_record_set(path: Path) -> IdentityImages:
                 if h.flag < 2:
                     raise ValueError(f"{path}: identity record {key} has no (start, end) labels"
                                      f"\n{LAYOUT}")
-                start = _whole(h.label[0], path, key, "start label", 1, first_id)
-                end = _whole(h.label[1], path, key, "end label", start, first_id)
+                start = _whole(h.label[0], path, key, "start label", 0, MAX_LABEL)
+                end = _whole(h.label[1], path, key, "end label", 0, MAX_LABEL)
                 if not 1 <= start <= end <= first_id or (identity[start - 1:end - 1] != -1).any():
                     raise ValueError(f"{path}: identity record {key} range [{start}, {end}) "
                                      f"overlaps another or leaves images 1..{first_id - 1}")
