@@ -49,10 +49,10 @@ def plain(obj: Any, where: str = "checkpoint") -> Any:
     what torch.load(weights_only=True) reads back; TypeError names the first other value."""
     import numpy as np
 
+    if isinstance(obj, np.generic):  # before _PLAIN: np.float64 is a float subclass
+        return obj.item()
     if isinstance(obj, _PLAIN):
         return obj
-    if isinstance(obj, np.generic):
-        return obj.item()
     if isinstance(obj, np.ndarray):
         return obj.tolist()
     if isinstance(obj, dict):  # OrderedDict stays an OrderedDict (state_dicts)
