@@ -108,7 +108,7 @@ def read(path: str | os.PathLike, map_location: Any = None) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        if re.search(r"Unsupported (global|class|operand)", str(exc)):
+        if re.search(r"Unsupported (global|class)", str(exc)):
             found = re.search(r"GLOBAL ([\w.]+)", str(exc))
             what = f" ({found.group(1)})" if found else ""
             raise UnsafeCheckpoint(
