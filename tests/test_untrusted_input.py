@@ -291,6 +291,18 @@ def test_evaluate_refuses_a_benchmark_holding_the_images_the_model_trained_on(ru
     assert cli_main(["evaluate", str(run1), "--benchmark", "digits", *CPU]) == 0
 
 
+@pytest.mark.parametrize("stream, words", [
+    ("no", "shares"), ("yes", "reads the run's streamed training data")])
+def test_evaluate_refuses_the_training_folder_drawn_with_another_seed(tmp_path, capsys, stream,
+                                                                       words):
+    spec = f"folder:{_faces(tmp_path / 'faces', {})}?stream={stream}&workers=0"
+    out = tmp_path / "run"
+    assert cli_main(["search", "cosface", "--benchmark", spec, "--epochs", "1", *CPU, "--out",
+                     str(out), "--quiet"]) == 0
+    refused(["evaluate", out, "--benchmark", spec, "--seed", "4", *CPU], capsys, words)
+    assert cli_main(["evaluate", str(out), "--benchmark", spec, *CPU]) == 0  # the run's seed
+
+
 # ------------------------------------------------------------------ 6. images
 def test_a_16_bit_png_is_scaled_to_8_bits():
     ramp = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000).astype(np.uint16)

@@ -102,16 +102,29 @@ def check_out(out: str | os.PathLike, run_dir: str | os.PathLike, specs: list[st
     return paths.check_output(out, "--out", inputs=inputs, force=force)
 
 
-def seen_by_run(run: RunModel, device: torch.device | str) -> list[tuple[str, torch.Tensor]]:
+def seen_by_run(run: RunModel, device: torch.device | str, specs: list[str],
+                seed: int) -> list[tuple[str, torch.Tensor]]:
     """(name, images) of the splits the run trained and was rewarded on, drawn with its seed:
-    what `search --test-benchmark` checks a test benchmark against (evaluation/heldout.py)."""
+    what `search --test-benchmark` checks a test benchmark against (evaluation/heldout.py).
+
+    A streamed training split is not held in memory to compare; then a spec that reads the
+    training data other than the run's own benchmark and seed is refused by its path."""
     from lfsearch import data
 
-    seed = run.config["run"]["seed"]
-    bench = data.load(run.config["training"]["benchmark"], seed=seed, device=device)
+    run_seed, training = run.config["run"]["seed"], run.config["training"]["benchmark"]
+    bench = data.load(training, seed=run_seed, device=device)
     seen = []
     if getattr(bench.train, "images", None) is not None:
         seen.append(("training", bench.train.images))
+    else:
+        own = config_mod.normalise_spec(training)
+        for spec in specs:
+            key = config_mod.normalise_spec(spec)
+            if key[1] is not None and key[1] == own[1] and (key != own or seed != run_seed):
+                raise ValueError(f"--benchmark {spec!r} reads the run's streamed training data "
+                                 f"{training!r} with other options or another seed, so its "
+                                 "test split may hold training images; evaluate on other data "
+                                 f"(or on {training!r} with the run's seed {run_seed})")
     for entry in run.config["reward"]["validation"]:
         spec = entry["benchmark"]
         other = bench if spec == "main" else data.load(spec, seed=seed, device=device)
@@ -132,7 +145,8 @@ def evaluate_run(run_dir: str | os.PathLike, specs: list[str], *,
     run = load_run_model(run_dir, device)
     seed = run.config["run"]["seed"] if seed is None else seed
     results = evaluate_benchmarks(run.model, run.loss, specs, seed=seed, device=device,
-                                  image_shape=run.image_shape, seen=seen_by_run(run, device))
+                                  image_shape=run.image_shape,
+                                  seen=seen_by_run(run, device, specs, seed))
     return {"run_dir": str(run_dir), "method": run.config["method"]["name"],
             "training_benchmark": run.config["training"]["benchmark"], "seed": seed,
             "epochs_done": run.epochs_done, "benchmarks": results}
