@@ -108,6 +108,14 @@ def test_plain_turns_numpy_values_into_numbers_and_lists_and_refuses_objects():
         checkpoint_mod.plain({"x": object()})
 
 
+def test_a_checkpoint_written_before_with_numpy_numbers_still_loads(tmp_path):
+    path = tmp_path / "old.pt"
+    torch.save({"epoch": np.int64(1), "state": {"r": np.float64(0.5)}, "controller": {},
+                "rows": [{"reward": np.float32(0.25)}], "controller_rows": []}, path)
+    ckpt = checkpoint_mod.read(path)
+    assert ckpt["epoch"] == 1 and ckpt["state"]["r"] == 0.5 and ckpt["rows"][0]["reward"] == 0.25
+
+
 # ------------------------------------------------------------------ 2. a .bin's allocations
 # LONG1 3000000000 is \x8a\x05\x00^\xd0\xb2\x00 (5 bytes, little-endian, signed)
 BYTEARRAY_3E9 = b"\x80\x02c__builtin__\nbytearray\n\x8a\x05\x00^\xd0\xb2\x00\x85R]\x86."

@@ -95,6 +95,17 @@ class DamagedCheckpoint(ValueError):
     """A checkpoint file that cannot be read back (empty, truncated, or not a checkpoint)."""
 
 
+def _numpy_number_globals() -> list:
+    """numpy's number scalars (float64, int64, ...; never object dtype): data only, and found in
+    checkpoints written before `plain` turned them into Python numbers."""
+    import numpy as np
+
+    core = getattr(np, "_core", None) or np.core
+    kinds = ("float64", "float32", "float16", "int64", "int32", "int16", "int8", "uint8",
+             "bool")
+    return [core.multiarray.scalar, np.dtype, *(type(np.dtype(k)) for k in kinds)]
+
+
 def _first(exc: Exception) -> str:
     return " ".join(str(exc).split()).split(". ")[0][:160] or type(exc).__name__
 
@@ -106,7 +117,8 @@ def read(path: str | os.PathLike, map_location: Any = None) -> dict[str, Any]:
     if path.stat().st_size == 0:
         raise DamagedCheckpoint(f"{path} is empty")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        with torch.serialization.safe_globals(_numpy_number_globals()):
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         if re.search(r"Unsupported (global|class)", str(exc)):
             found = re.search(r"GLOBAL ([\w.]+)", str(exc))
