@@ -20,8 +20,8 @@ import errno
 import fcntl
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 _TEMP = re.compile(r"^\..+\.tmp(\d+)(\..*)?$")
 _WORDS = {

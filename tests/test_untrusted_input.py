@@ -11,7 +11,6 @@ import io
 import os
 import pickle
 import shutil
-import struct
 import subprocess
 import sys
 import time
@@ -21,14 +20,14 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_faults import cli_env, refused, snapshot, start
+from test_recordio import hand_record, ir
 
 from lfsearch import data, paths
 from lfsearch.cli import main as cli_main
 from lfsearch.data import binset
 from lfsearch.data.images import decode_one
 from lfsearch.search import checkpoint as checkpoint_mod
-from test_faults import cli_env, lfsearch, refused, snapshot, start
-from test_recordio import hand_record, ir
 
 ORL_SMALL = Path(__file__).resolve().parent / "data" / "orl_small"
 CPU = ["--device", "cpu"]

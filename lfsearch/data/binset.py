@@ -29,7 +29,7 @@ def is_same_flags(raw, path: Path) -> np.ndarray:
     elif isinstance(raw, (list, tuple)):
         values = list(raw)
     else:
-        raise ValueError(f"{path}: issame is a {type(raw).__name__}; expected a list of "
+        raise ValueError(f"{path}: issame is a {type(raw).__name__}; expected a list of "  # noqa: TRY004
                          f"True/False\n{LAYOUT}")
     for i, v in enumerate(values):
         ok = isinstance(v, (bool, np.bool_)) or (

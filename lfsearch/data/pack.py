@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lfsearch.data.folder import list_identities
 from lfsearch import paths
+from lfsearch.data.folder import list_identities
 from lfsearch.data.images import decode_one, verify
 from lfsearch.data.lfw import LAYOUT as LFW_LAYOUT
 from lfsearch.data.lfw import read_pairs_file
@@ -52,13 +52,13 @@ def pack_folder(root: Path, prefix: Path, force: bool = False) -> dict:
     for out in outputs:
         paths.check_output(out, f"--out {prefix}:", force=force)
     (w, h), _ = verify(src.read(0), src.name(0))
-    for i in range(1, n):
-        verify(src.read(i), src.name(i))
     writer = RecordWriter(rec, index_path(rec))
     try:
         writer.write(0, IRHeader(2, np.array([n + 1, n + 1 + k], np.float32), 0, 0), b"")
         for i in range(n):
-            writer.write(i + 1, IRHeader(0, float(coll.identity[i]), i + 1, 0), src.read(i))
+            blob = src.read(i)
+            verify(blob, src.name(i))  # a bad image aborts: the temporary files are removed
+            writer.write(i + 1, IRHeader(0, float(coll.identity[i]), i + 1, 0), blob)
         starts = np.searchsorted(coll.identity, np.arange(k + 1))
         for j in range(k):
             writer.write(n + 1 + j, IRHeader(2, np.array([starts[j] + 1, starts[j + 1] + 1],

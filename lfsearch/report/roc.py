@@ -34,7 +34,6 @@ def roc_points(run: Run, *, cache: bool = True) -> tuple[np.ndarray, np.ndarray]
         if frame.empty:
             return None
         return frame["fpr"].to_numpy(), frame["tpr"].to_numpy()
-    import torch
     from sklearn.metrics import auc, roc_curve
 
     from lfsearch import data

@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import re
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
-
-import pickle
-from collections import OrderedDict
 
 import torch
 
