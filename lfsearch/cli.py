@@ -122,9 +122,11 @@ def _describe_test(entry: dict) -> str:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     import json
 
-    from lfsearch.experiments.evaluate_run import evaluate_run
+    from lfsearch.experiments.evaluate_run import check_out, evaluate_run
     from lfsearch.search import resolve_device
 
+    if args.out:  # before any work: never a run's own file or an input
+        check_out(args.out, args.run_dir, args.benchmark or [], force=args.force)
     result = evaluate_run(args.run_dir, args.benchmark or [],
                           device=resolve_device(args.device), seed=args.seed)
     print(f"{result['method']} ({result['run_dir']}, trained on {result['training_benchmark']}, "
@@ -243,13 +245,14 @@ def _cmd_data(args: argparse.Namespace) -> int:
     from lfsearch.data import pack
 
     if args.data_command == "pack":
-        info = pack.pack_folder(Path(args.dir), Path(args.out))
+        info = pack.pack_folder(Path(args.dir), Path(args.out), force=args.force)
         print(f"{info['rec']}: {info['identities']} identities, {info['images']} images")
     elif args.data_command == "show":
-        print(json.dumps(pack.summarise(Path(args.file), args.sheet and Path(args.sheet)),
-                         indent=2))
+        print(json.dumps(pack.summarise(Path(args.file), args.sheet and Path(args.sheet),
+                                        force=args.force), indent=2))
     else:
-        info = pack.write_bin(Path(args.pairs), Path(args.root), Path(args.out))
+        info = pack.write_bin(Path(args.pairs), Path(args.root), Path(args.out),
+                              force=args.force)
         print(f"{info['bin']}: {info['pairs']} pairs ({info['same']} same)")
     return 0
 
@@ -317,7 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--benchmark", action="append", required=True, metavar="SPEC",
                    help="benchmark spec, repeatable: lfw:DIR, bin:FILE (insightface .bin), "
                    "folder:DIR, ...; images must match the model's size (add ?size=HxW)")
-    p.add_argument("--out", help="also write the results as JSON to this file")
+    p.add_argument("--out", help="also write the results as JSON to this file (never one of "
+                   "the run's own files)")
+    p.add_argument("--force", action="store_true", help="replace an existing --out file")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                    help="default auto: cuda if present")
     p.add_argument("--seed", type=int, help="seed of the benchmarks' splits (default: the "
@@ -418,6 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--out", required=True, metavar="PREFIX",
                    help="output prefix, e.g. data/train writes data/train.rec and "
                    "data/train.idx (the folder must exist)")
+    q.add_argument("--force", action="store_true", help="replace an existing output file")
     q = data_sub.add_parser("show", help="identity and image counts of a .rec (JSON), "
                             "optionally a contact sheet PNG",
                             description="Read a .rec's index and identity records and print "
@@ -427,6 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "show data/casia.rec --sheet casia.png")
     q.add_argument("file", help="a .rec file (its .idx beside it)")
     q.add_argument("--sheet", metavar="PNG", help="write a contact sheet: a row per identity")
+    q.add_argument("--force", action="store_true", help="replace an existing output file")
     q = data_sub.add_parser("bin", help="LFW-style pairs file -> insightface verification .bin",
                             description="Build an insightface verification .bin (a pickle of "
                             "the pairs' encoded image bytes and their same/different flags) "
@@ -437,6 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("pairs", help="pairs file ('name n1 n2' / 'name1 n1 name2 n2' lines)")
     q.add_argument("--root", required=True, help="images as ROOT/NAME/NAME_NNNN.jpg")
     q.add_argument("--out", required=True, help="the .bin to write")
+    q.add_argument("--force", action="store_true", help="replace an existing output file")
     p.set_defaults(func=_cmd_data)
     return parser
 

@@ -8,14 +8,19 @@ ValueError that names the option, the path and the reason in words, e.g.
 
 instead of an OSError's "[Errno 20] Not a directory: 'file/sub'". `remove_stale_temp_files`
 removes the `.NAME.tmpPID` files that atomic writes (temp file + os.replace) leave behind
-when their process was killed between the two steps (docs/faults.md).
+when their process was killed between the two steps (docs/faults.md). `folder_lock` keeps a
+second process out of a run or compare folder; `check_output` refuses an output that is an
+input or, without --force, one that exists.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 _TEMP = re.compile(r"^\..+\.tmp(\d+)(\..*)?$")
@@ -119,3 +124,72 @@ def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
         except OSError:
             pass
     return removed
+
+
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether two paths name one file (links and `..` resolved)."""
+    a, b = Path(a), Path(b)
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return a.resolve() == b.resolve()
+
+
+def check_output(path: str | os.PathLike, what: str, *, inputs=(), force: bool = False) -> Path:
+    """Refuse an output file that is one of `inputs` ((description, path) pairs) or, without
+    `force`, one that exists; one-line ValueError naming the option and the file."""
+    path = Path(path)
+    for description, other in inputs:
+        if same_file(path, other):
+            raise ValueError(f"{what} {path} is {description}; write the output to another file")
+    if path.is_dir():
+        raise ValueError(f"{what} {path} is a folder; give a file name")
+    if (path.exists() or path.is_symlink()) and not force:
+        raise ValueError(f"{what} {path} already exists; pass --force to replace it")
+    return path
+
+
+LOCK_NAME = ".lock"
+_HELD: dict[str, list] = {}  # real path of a locked folder -> [file descriptor, depth]
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike, what: str = "run folder") -> Iterator[Path]:
+    """Hold an exclusive lock on `folder` (fcntl.flock on FOLDER/.lock, which holds our PID)
+    while the block runs; the kernel releases it when the process ends, however it ends.
+
+    Another process that holds it: one-line ValueError naming its PID. Re-entrant within one
+    process (a compare's run, a resumed run in the same interpreter)."""
+    folder = Path(folder)
+    key = os.path.realpath(folder)
+    if key in _HELD:
+        _HELD[key][1] += 1
+        try:
+            yield folder / LOCK_NAME
+        finally:
+            _HELD[key][1] -= 1
+        return
+    path = folder / LOCK_NAME
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise ValueError(f"cannot lock {what} {folder}: {describe_os_error(exc, path)}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+        os.close(fd)
+        raise ValueError(f"{what} {folder} is in use by process {holder} (it holds {path}); "
+                         "wait for that process to end, or give another --out") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    _HELD[key] = [fd, 1]
+    try:
+        yield path
+    finally:
+        _HELD[key][1] -= 1
+        if _HELD[key][1] == 0:
+            del _HELD[key]
+            os.close(fd)  # releases the lock; the file stays (removing it would race)

@@ -231,20 +231,23 @@ def test_cli_data_pack_show_and_bin(tmp_path, capsys):
     assert img.format == "PNG" and img.size == (8 * 64, 8 * 64)
     # LFW-style pairs over the ORL names: NAME/NAME_NNNN.jpg
     lfw = tmp_path / "lfw"
-    for person in ("s1", "s2"):
+    for person in ("s1", "s2", "s3"):
         (lfw / person).mkdir(parents=True)
-        for k in (1, 2):
+        for k in (1, 2, 3):
             (lfw / person / f"{person}_{k:04d}.jpg").write_bytes(
                 (ORL_SMALL / person / f"{k}.jpg").read_bytes())
-    (tmp_path / "pairs.txt").write_text("s1\t1\t2\ns1\t1\ts2\t2\ns2\t1\t2\ns2\t1\ts1\t2\n")
+    # 10 pairs (a .bin needs one per fold of the 10-fold protocol), alternately same/different
+    pairs = ["s1 1 2", "s1 1 s2 2", "s2 1 2", "s2 1 s1 2", "s1 1 3", "s2 3 s3 2", "s3 1 2",
+             "s3 1 s1 3", "s2 2 3", "s3 3 s2 1"]
+    (tmp_path / "pairs.txt").write_text("".join(p.replace(" ", "\t") + "\n" for p in pairs))
     out = tmp_path / "v.bin"
     assert cli_main(["data", "bin", str(tmp_path / "pairs.txt"), "--root", str(lfw),
                      "--out", str(out)]) == 0
     blobs, issame = pickle.loads(out.read_bytes())
-    assert issame == [True, False, True, False] and len(blobs) == 8
+    assert issame == [True, False] * 5 and len(blobs) == 20
     assert blobs[2] == (ORL_SMALL / "s1" / "1.jpg").read_bytes()
     b = data.load(f"bin:{out}")
-    assert b.test.num_pairs == 4 and b.image_size == (56, 46)
+    assert b.test.num_pairs == 10 and b.image_size == (56, 46)
     # bad input: one line, exit 2, nothing written
     assert cli_main(["data", "pack", str(tmp_path / "nowhere"), "--out",
                      str(tmp_path / "x")]) == 2

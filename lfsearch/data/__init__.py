@@ -151,6 +151,9 @@ def parse_spec(spec: str) -> tuple[str, str | None, dict[str, str]]:
         text, _, query = text.rpartition("?")
         for item in filter(None, query.split("&")):
             key, eq, value = item.partition("=")
+            if key.strip() in options:
+                raise ValueError(f"benchmark spec {spec!r}: option {key.strip()!r} is given twice; "
+                                 "give each option once")
             options[key.strip()] = value.strip() if eq else "1"
     kind, colon, path = text.partition(":")
     return kind.strip().lower(), (path if colon else None), options

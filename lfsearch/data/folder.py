@@ -35,6 +35,14 @@ def list_identities(root: Path, kind: str = "folder") -> IdentityImages:
     relative: list[str] = []
     identity: list[np.ndarray] = []
     subs = sorted(e.name for e in os.scandir(root) if e.is_dir())
+    real: dict[str, str] = {}
+    for sub in subs:  # a symlink to another identity's folder would make a second identity
+        target = os.path.realpath(root / sub)
+        if target in real:
+            raise ValueError(f"{kind}: {root / sub} and {root / real[target]} are the same folder "
+                             f"({target}); each identity needs its own folder, not a link to "
+                             "another")
+        real[target] = sub
     for sub in subs:
         files = sorted(e.name for e in os.scandir(root / sub)
                        if e.is_file() and os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS)

@@ -22,7 +22,7 @@ from lfsearch.data.stream import StreamedImages, default_workers, resolve_stream
 
 log = logging.getLogger(__name__)
 
-PROBE_SAMPLE = 64  # headers read to choose the default size/channels of a streamed split
+PROBE_SAMPLE = 64  # headers read to choose the default size/channels of every split
 
 
 def face_augment(size: tuple[int, int]) -> str:
@@ -38,18 +38,14 @@ class Reader:
         self.workers = default_workers() if workers is None else workers
         self.prefetch = prefetch
         src = coll.source
-        if size is not None and channels is not None:
-            self.size, self.channels = size, channels
-        else:  # a sample of headers first: enough to size a split that will stream
-            step = max(1, len(src) // PROBE_SAMPLE)
-            sample = [probe(src.read(i), src.name(i)) for i in range(0, len(src), step)]
-            self.size, self.channels = choose_geometry(sample, size=size, crop=crop,
-                                                       channels=channels)
+        # one rule for both paths (docs/data.md): the size and channels not given come from
+        # the headers of an evenly spaced sample of at most PROBE_SAMPLE images, so streamed
+        # and in-memory splits (and stream=auto on either side of 1 GiB) decode alike
+        step = max(1, -(-len(src) // PROBE_SAMPLE))
+        sample = [probe(src.read(i), src.name(i)) for i in range(0, len(src), step)]
+        self.size, self.channels = choose_geometry(sample, size=size, crop=crop,
+                                                   channels=channels)
         self.streaming = resolve_stream(stream, len(train_items), self.size, self.channels)
-        if not self.streaming and (size is None or channels is None):  # every header, as before
-            headers = [probe(src.read(i), src.name(i)) for i in range(len(src))]
-            self.size, self.channels = choose_geometry(headers, size=size, crop=crop,
-                                                       channels=channels)
         log.info("%d training images %s at %dx%dx%d", len(train_items),
                  f"streamed by {self.workers} workers" if self.streaming else "in memory",
                  self.channels, *self.size)

@@ -25,8 +25,24 @@ def open_image(source: Path | bytes, label: str):
         return img
     except FileNotFoundError:
         raise FileNotFoundError(f"image {label} does not exist") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError,
+            Image.DecompressionBombError) as exc:
         raise ValueError(f"cannot read image {label}: {exc}") from exc
+
+
+def verify(source: Path | bytes, label: str) -> tuple[tuple[int, int], bool]:
+    """Decode the whole image (an empty, corrupt or truncated file is a one-line ValueError
+    naming it); returns `probe`'s ((width, height), is grey)."""
+    from PIL import Image
+
+    img = open_image(source, label)
+    try:
+        img.load()
+        return img.size, is_grey(img)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise ValueError(f"cannot read image {label}: {exc}") from None
+    finally:
+        img.close()
 
 
 def is_grey(img) -> bool:
@@ -53,6 +69,12 @@ def choose_geometry(headers: list[tuple[tuple[int, int], bool]], *, size: tuple[
 
     Default size: the common size when all images share one no larger than 112x112, else
     112x112. Default channels: 1 when every image is grey, else 3 (or `default_channels`)."""
+    if crop is not None:
+        small = [s for s, _ in headers if crop[0] > s[1] or crop[1] > s[0]]
+        if small:
+            raise ValueError(f"option crop={crop[0]}x{crop[1]} is larger than an image of "
+                             f"{small[0][1]}x{small[0][0]} (HxW); allowed: a crop within every "
+                             "image")
     if channels is None:
         channels = default_channels or (1 if all(g for _, g in headers) else 3)
     if size is None:
@@ -63,6 +85,21 @@ def choose_geometry(headers: list[tuple[tuple[int, int], bool]], *, size: tuple[
         else:
             size = (MAX_DEFAULT_SIDE, MAX_DEFAULT_SIDE)
     return size, channels
+
+
+class CropTooLarge(ValueError):
+    """A crop option larger than an image (refused: it would leave a sliver of pixels)."""
+
+
+def to_8bit(img):
+    """A 16-bit (or 32-bit integer) grey image scaled to 8 bits, v -> round(v / 257); Pillow's
+    own convert("L") clips every value above 255 to white."""
+    from PIL import Image
+
+    if img.mode not in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
+        return img
+    arr = np.asarray(img).astype(np.float64)
+    return Image.fromarray(np.clip(np.rint(arr / 257.0), 0, 255).astype(np.uint8), "L")
 
 
 def decode_one(source: Path | bytes, label: str, *, size: tuple[int, int],
@@ -77,13 +114,20 @@ def decode_one(source: Path | bytes, label: str, *, size: tuple[int, int],
         img.load()
         if crop is not None:
             ch, cw = crop
+            if ch > img.height or cw > img.width:
+                raise CropTooLarge(f"option crop={ch}x{cw} is larger than image {label} "
+                                 f"({img.height}x{img.width}, HxW); allowed: a crop within "
+                                 "every image")
             left, top = (img.width - cw) // 2, (img.height - ch) // 2
             img = img.crop((left, top, left + cw, top + ch))
+        img = to_8bit(img)
         img = img.convert("L" if channels == 1 else "RGB")
         if img.size != (w, h):
             img = img.resize((w, h), Image.BILINEAR)
         arr = np.asarray(img, dtype=np.uint8)
-    except (OSError, ValueError, SyntaxError) as exc:
+    except CropTooLarge:
+        raise
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise ValueError(f"cannot read image {label}: {exc}") from exc
     return arr.reshape(h, w, channels).transpose(2, 0, 1)
 

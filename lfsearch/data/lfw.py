@@ -49,6 +49,10 @@ def read_pairs_file(path: Path) -> tuple[list[tuple[str, int, str, int]], np.nda
                              f"'name1 n1 name2 n2'\n{layout}") from None
         if pairs[-1][1] < 1 or pairs[-1][3] < 1:
             raise ValueError(f"{path} line {lineno}: image numbers start at 1")
+        if pairs[-1][:2] == pairs[-1][2:]:
+            raise ValueError(f"{path} line {lineno}: {' '.join(f)!r} pairs image "
+                             f"{pairs[-1][1]} of {pairs[-1][0]} with itself; a pair compares two "
+                             "different images")
     same = np.array([a == c for a, _, c, _ in pairs], bool)
     if per_set is not None and len(pairs) != 2 * sets * per_set:
         raise ValueError(f"{path}: header says {sets} set(s) of {per_set} same + {per_set} "

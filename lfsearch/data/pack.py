@@ -15,8 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from lfsearch import paths
 from lfsearch.data.folder import list_identities
-from lfsearch.data.images import decode_one, probe
+from lfsearch.data.images import decode_one, verify
 from lfsearch.data.lfw import LAYOUT as LFW_LAYOUT
 from lfsearch.data.lfw import read_pairs_file
 from lfsearch.data.rec import open_record_set
@@ -35,21 +36,29 @@ def _atomic_write(path: Path, data: bytes) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def pack_folder(root: Path, prefix: Path) -> dict:
+def pack_folder(root: Path, prefix: Path, force: bool = False) -> dict:
     """Write the identity folder `root` as PREFIX.rec/.idx: record 0's labels (N + 1, N + 1 + K),
     images 1..N (IRHeader label = identity index, the file's bytes unchanged), then one record
-    per identity with labels (start, end); `property` ("K,H,W" of the first image) beside."""
+    per identity with labels (start, end); `property` ("K,H,W" of the first image) beside.
+
+    Every image is decoded whole first (an empty, corrupt or truncated file is refused, naming
+    it); an existing output is replaced only with `force`."""
     coll = list_identities(Path(root))
     src, n, k = coll.source, len(coll), len(coll.names)
     rec = Path(f"{prefix}.rec")
+    outputs = (rec, index_path(rec), rec.parent / "property")
     if not rec.parent.is_dir():
         raise FileNotFoundError(f"--out {prefix}: folder {rec.parent} does not exist")
-    (w, h), _ = probe(src.read(0), src.name(0))
+    for out in outputs:
+        paths.check_output(out, f"--out {prefix}:", force=force)
+    (w, h), _ = verify(src.read(0), src.name(0))
     writer = RecordWriter(rec, index_path(rec))
     try:
         writer.write(0, IRHeader(2, np.array([n + 1, n + 1 + k], np.float32), 0, 0), b"")
         for i in range(n):
-            writer.write(i + 1, IRHeader(0, float(coll.identity[i]), i + 1, 0), src.read(i))
+            blob = src.read(i)
+            verify(blob, src.name(i))  # a bad image aborts: the temporary files are removed
+            writer.write(i + 1, IRHeader(0, float(coll.identity[i]), i + 1, 0), blob)
         starts = np.searchsorted(coll.identity, np.arange(k + 1))
         for j in range(k):
             writer.write(n + 1 + j, IRHeader(2, np.array([starts[j] + 1, starts[j + 1] + 1],
@@ -63,11 +72,17 @@ def pack_folder(root: Path, prefix: Path) -> dict:
 
 
 def summarise(path: Path, sheet: Path | None = None, *, per_identity: int = 8,
-              identities: int = 8, side: int = 64) -> dict:
+              identities: int = 8, side: int = 64, force: bool = False) -> dict:
     """Identity and image counts of a .rec; with `sheet`, a PNG contact sheet: one row per
-    identity (the first `identities`), its first `per_identity` images at side x side."""
+    identity (the first `identities`), its first `per_identity` images at side x side (never
+    over the .rec, its .idx or property; an existing sheet only with `force`)."""
     from PIL import Image
 
+    if sheet is not None:
+        rec = Path(path)
+        paths.check_output(sheet, "--sheet", force=force, inputs=[
+            ("the .rec being shown", rec), ("its index", index_path(rec)),
+            ("its property file", rec.parent / "property")])
     coll = open_record_set(Path(path))
     counts = np.bincount(coll.identity, minlength=len(coll.names))
     out = {"file": str(path), "identities": len(coll.names), "images": len(coll),
@@ -94,10 +109,14 @@ def summarise(path: Path, sheet: Path | None = None, *, per_identity: int = 8,
     return out
 
 
-def write_bin(pairs_file: Path, root: Path, out: Path) -> dict:
+def write_bin(pairs_file: Path, root: Path, out: Path, force: bool = False) -> dict:
     """An insightface verification .bin: pickle of (list of 2P image bytes, list of P is-same
     bools), pair i = images 2i and 2i+1, from an LFW-style pairs file whose images are
-    ROOT/NAME/NAME_NNNN.jpg. The image files' bytes are stored unchanged."""
+    ROOT/NAME/NAME_NNNN.jpg. The image files' bytes are stored unchanged, each decoded whole
+    first; self-pairs are refused (read_pairs_file); `out` is never an input, and an existing
+    one is replaced only with `force`."""
+    paths.check_output(out, "--out", force=force,
+                       inputs=[("the pairs file", pairs_file)])
     entries, _ = read_pairs_file(Path(pairs_file))
     blobs, issame = [], []
     for a, na, b, nb in entries:
@@ -106,7 +125,11 @@ def write_bin(pairs_file: Path, root: Path, out: Path) -> dict:
             if not p.is_file():
                 raise FileNotFoundError(f"bin: image {p} (named in {pairs_file}) does not exist"
                                         f"\n{LFW_LAYOUT}")
+            if paths.same_file(p, out):
+                raise ValueError(f"--out {out} is an image the pairs file names; write the "
+                                 "output to another file")
             blobs.append(p.read_bytes())
+            verify(blobs[-1], str(p))
         issame.append(a == b)
     _atomic_write(Path(out), pickle.dumps((blobs, issame), protocol=pickle.HIGHEST_PROTOCOL))
     return {"bin": str(out), "pairs": len(issame), "same": int(sum(issame))}

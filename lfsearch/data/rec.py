@@ -26,8 +26,20 @@ from lfsearch.data.splits import Benchmark
 log = logging.getLogger(__name__)
 
 
+MAX_LABEL = 2 ** 24  # float32 holds every whole number below it exactly
+
+
 def _first_label(label) -> float:
     return float(label) if np.ndim(label) == 0 else float(np.asarray(label).reshape(-1)[0])
+
+
+def _whole(value: float, path: Path, key: int, what: str, low: int, high: int) -> int:
+    """A header label that must be a whole number in [low, high]; ValueError naming the record."""
+    v = float(value)
+    if not (np.isfinite(v) and v.is_integer() and low <= v <= high):
+        raise ValueError(f"{path}: record {key}'s {what} is {v!r}; allowed: a whole number in "
+                         f"[{low}, {high}]")
+    return int(v)
 
 
 def open_record_set(path: Path) -> IdentityImages:
@@ -37,9 +49,10 @@ def open_record_set(path: Path) -> IdentityImages:
     Without identity records, an image's identity is its header's (first) label."""
     if not path.is_file():
         raise FileNotFoundError(f"rec: file {path} does not exist\n{LAYOUT}")
-    index = read_index(index_path(path))
+    index = read_index(index_path(path), path.stat().st_size)
     if not index:
         raise ValueError(f"{index_path(path)} lists no records\n{LAYOUT}")
+    last = max(index)  # a range may not reach past the records the index lists
 
     def header(f, key):
         if key not in index:
@@ -50,7 +63,10 @@ def open_record_set(path: Path) -> IdentityImages:
     with open(path, "rb") as f:
         head = header(f, 0) if 0 in index else None
         if head is not None and head.flag >= 2:
-            first_id, end_id = int(head.label[0]), int(head.label[1])
+            first_id = _whole(head.label[0], path, 0, "first label (first identity record)",
+                              1, last + 1)
+            end_id = _whole(head.label[1], path, 0, "second label (end of the identity "
+                            "records)", first_id, last + 1)
             keys = np.arange(1, first_id, dtype=np.int64)
             identity = np.full(len(keys), -1, np.int64)
             names: list[str] = []
@@ -59,7 +75,8 @@ def open_record_set(path: Path) -> IdentityImages:
                 if h.flag < 2:
                     raise ValueError(f"{path}: identity record {key} has no (start, end) labels"
                                      f"\n{LAYOUT}")
-                start, end = int(h.label[0]), int(h.label[1])
+                start = _whole(h.label[0], path, key, "start label", 0, MAX_LABEL)
+                end = _whole(h.label[1], path, key, "end label", 0, MAX_LABEL)
                 if not 1 <= start <= end <= first_id or (identity[start - 1:end - 1] != -1).any():
                     raise ValueError(f"{path}: identity record {key} range [{start}, {end}) "
                                      f"overlaps another or leaves images 1..{first_id - 1}")
@@ -72,10 +89,12 @@ def open_record_set(path: Path) -> IdentityImages:
                                  f"\n{LAYOUT}")
         else:  # identity = each image header's (first) label
             if head is not None and head.flag == 1:  # record 0 gives the image range only
-                keys = np.arange(1, int(head.label[0]), dtype=np.int64)
+                keys = np.arange(1, _whole(head.label[0], path, 0, "label (end of the image "
+                                           "records)", 1, last + 1), dtype=np.int64)
             else:  # a plain .rec (record 0 is an image too): every record is an image
                 keys = np.array(sorted(index), np.int64)
-            labels = np.array([_first_label(header(f, int(k)).label) for k in keys])
+            labels = np.array([_whole(_first_label(header(f, int(k)).label), path, int(k),
+                                      "identity label", 0, MAX_LABEL - 1) for k in keys])
             values, identity = np.unique(labels, return_inverse=True)
             names = [str(int(v)) if float(v).is_integer() else str(v) for v in values]
     missing = [int(k) for k in keys if int(k) not in index]

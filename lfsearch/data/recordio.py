@@ -117,12 +117,22 @@ def read_record_at(f, offset: int, where: str) -> bytes:
             return _MAGIC_BYTES.join(parts)
 
 
-def read_index(path: Path) -> dict[int, int]:
-    """train.idx: one 'index<TAB>offset' line per record -> {index: offset}."""
+def read_index(path: Path, rec_size: int | None = None) -> dict[int, int]:
+    """train.idx: one 'index<TAB>offset' line per record -> {index: offset}.
+
+    Records are written one after the other, so in index order the offsets must increase
+    (a swapped or repeated offset would relabel or drop images) and lie inside the .rec
+    (`rec_size` bytes); a repeated index is refused too."""
     if not path.is_file():
         raise FileNotFoundError(f"rec: index file {path} does not exist\n{LAYOUT}")
     out: dict[int, int] = {}
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+    lines: dict[int, int] = {}
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a text file of 'index<TAB>offset' lines\n{LAYOUT}") \
+            from None
+    for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         fields = line.split()
@@ -133,7 +143,20 @@ def read_index(path: Path) -> dict[int, int]:
         except (ValueError, IndexError):
             raise ValueError(f"{path} line {lineno}: {line!r} is not 'index<TAB>offset'\n"
                              f"{LAYOUT}") from None
-        out[key] = offset
+        if key in out:
+            raise ValueError(f"{path} line {lineno}: record {key} is listed again (first on line "
+                             f"{lines[key]}); each record has one line")
+        if rec_size is not None and offset >= rec_size:
+            raise ValueError(f"{path} line {lineno}: offset {offset} of record {key} is past the "
+                             f"end of the .rec ({rec_size} bytes)")
+        out[key], lines[key] = offset, lineno
+    previous = None
+    for key in sorted(out):
+        if previous is not None and out[key] <= out[previous]:
+            raise ValueError(f"{path} line {lines[key]}: record {key} at offset {out[key]} is not "
+                             f"after record {previous} (offset {out[previous]}); records are "
+                             "written in index order, so this index is swapped or duplicated")
+        previous = key
     return out
 
 

@@ -85,41 +85,43 @@ def compare(benchmarks: Sequence[str], spaces: str | Sequence[str] = DEFAULT_SPA
         specs += tuning.plan_tuned(benchmarks, tuned, seed_list, out, overrides, tune_budget)
     created = not out.exists()
     paths.make_folder(out)  # an --out that cannot be created is refused before any run
-    done: dict[str, str] = {}
-    try:
-        for i, spec in enumerate(specs):
-            if progress:
-                progress(CompareProgress("start", i, len(specs), spec))
-
-            def inner(event, i=i, spec=spec) -> None:
+    # one process per compare folder: a second one gets one line naming this PID
+    with paths.folder_lock(out, "compare folder"):
+        done: dict[str, str] = {}
+        try:
+            for i, spec in enumerate(specs):
                 if progress:
-                    progress(CompareProgress("search", i, len(specs), spec, event))
+                    progress(CompareProgress("start", i, len(specs), spec))
 
-            if isinstance(spec, tuning.TunedSpec):
-                what = tuning.run_tuned(spec, overrides, force=force, progress=inner)
-            else:
-                what = run_one(spec, overrides, force=force, progress=inner)
-            done[str(spec.out.relative_to(out))] = what
-            if progress:
-                progress(CompareProgress("skip" if what == "skipped" else "done", i,
-                                         len(specs), spec))
-    except BaseException:
-        _remove_empty_dirs(out, keep_root=not created)
-        raise
-    runs = collect_runs([s.out for s in specs])
-    summary = summarise(runs, metric)
-    tests = summarise_tests(runs[runs["status"] == "complete"], metric)
-    files = write_tables(out, runs, summary, tests)
-    settings = {"benchmarks": benchmarks, "spaces": spaces, "seeds": seed_list,
-                "overrides": overrides, "metric": metric,
-                "tuned": {"spaces": tuned, "budget": tune_budget} if tuned else None,
-                "runs": [{"benchmark": s.benchmark,
-                          "method": getattr(s, "label", s.method), "seed": s.seed,
-                          "space": s.space, "dir": str(s.out.relative_to(out))} for s in specs]}
-    files["compare"] = out / "compare.json"
-    config_mod.atomic_write_text(files["compare"], json.dumps(settings, indent=2) + "\n")
-    return {"out": out, "runs": runs, "table": summary, "table_tests": tests, "files": files,
-            "done": done}
+                def inner(event, i=i, spec=spec) -> None:
+                    if progress:
+                        progress(CompareProgress("search", i, len(specs), spec, event))
+
+                if isinstance(spec, tuning.TunedSpec):
+                    what = tuning.run_tuned(spec, overrides, force=force, progress=inner)
+                else:
+                    what = run_one(spec, overrides, force=force, progress=inner)
+                done[str(spec.out.relative_to(out))] = what
+                if progress:
+                    progress(CompareProgress("skip" if what == "skipped" else "done", i,
+                                             len(specs), spec))
+        except BaseException:
+            _remove_empty_dirs(out, keep_root=not created)
+            raise
+        runs = collect_runs([s.out for s in specs])
+        summary = summarise(runs, metric)
+        tests = summarise_tests(runs[runs["status"] == "complete"], metric)
+        files = write_tables(out, runs, summary, tests)
+        settings = {"benchmarks": benchmarks, "spaces": spaces, "seeds": seed_list,
+                    "overrides": overrides, "metric": metric,
+                    "tuned": {"spaces": tuned, "budget": tune_budget} if tuned else None,
+                    "runs": [{"benchmark": s.benchmark,
+                              "method": getattr(s, "label", s.method), "seed": s.seed,
+                              "space": s.space, "dir": str(s.out.relative_to(out))} for s in specs]}
+        files["compare"] = out / "compare.json"
+        config_mod.atomic_write_text(files["compare"], json.dumps(settings, indent=2) + "\n")
+        return {"out": out, "runs": runs, "table": summary, "table_tests": tests, "files": files,
+                "done": done}
 
 
 def _remove_empty_dirs(root: Path, keep_root: bool) -> None:
@@ -127,12 +129,16 @@ def _remove_empty_dirs(root: Path, keep_root: bool) -> None:
     if not root.is_dir():
         return
     for path in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
-        try:
-            path.rmdir()
-        except OSError:
-            pass
+        _rmdir_if_only_lock(path)
     if not keep_root:
-        try:
-            root.rmdir()
-        except OSError:
-            pass
+        _rmdir_if_only_lock(root)
+
+
+def _rmdir_if_only_lock(path: Path) -> None:
+    """Remove a folder that holds nothing but its lock file (paths.folder_lock)."""
+    try:
+        if [p.name for p in path.iterdir()] == [paths.LOCK_NAME]:
+            (path / paths.LOCK_NAME).unlink()
+        path.rmdir()
+    except OSError:
+        pass

@@ -18,6 +18,7 @@ from lfsearch.losses import margins
 from lfsearch.report import member_figures, plotting
 from lfsearch.report.plotting import P_GRID, _figure, _logit_axis
 from lfsearch.report.runs import Run
+from lfsearch.search import checkpoint as checkpoint_mod
 from lfsearch.search import config as config_mod
 
 log = logging.getLogger(__name__)
@@ -45,14 +46,14 @@ def _num_classes(run: Run) -> int:
     ckpt = run.dir / "checkpoint.pt"
     if ckpt.is_file():
         try:
-            import torch
-
-            state = torch.load(ckpt, map_location="cpu", weights_only=False)["state"]["loss"]
+            state = checkpoint_mod.read(ckpt, map_location="cpu")["state"]["loss"]
             extra = state.get("_extra_state")
             if isinstance(extra, dict) and "num_classes" in extra:  # sub-centres: C·K rows
                 return int(extra["num_classes"])
             if "weight" in state:
                 return int(state["weight"].shape[0])
+        except checkpoint_mod.UnsafeCheckpoint:
+            raise  # refused in one line, never loaded
         except Exception as exc:  # a damaged checkpoint only costs the exact class count
             log.warning("%s: could not read the class count (%s); assuming 10", ckpt, exc)
     return 10

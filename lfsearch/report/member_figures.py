@@ -24,6 +24,7 @@ import numpy as np
 from lfsearch import losses
 from lfsearch.report import plotting
 from lfsearch.report.plotting import _figure
+from lfsearch.search import checkpoint as checkpoint_mod
 from lfsearch.search import config as config_mod
 
 log = logging.getLogger(__name__)
@@ -43,9 +44,9 @@ def loss_state(run) -> dict | None:
     if not ckpt.is_file():
         return None
     try:
-        import torch
-
-        return torch.load(ckpt, map_location="cpu", weights_only=False)["state"]["loss"]
+        return checkpoint_mod.read(ckpt, map_location="cpu")["state"]["loss"]
+    except checkpoint_mod.UnsafeCheckpoint:
+        raise  # refused in one line, never loaded
     except Exception as exc:  # a damaged checkpoint only costs the final statistics
         log.warning("%s: could not read the loss state (%s)", ckpt, exc)
         return None

@@ -16,6 +16,7 @@ from lfsearch.evaluation import metrics as metrics_mod
 from lfsearch.report import plotting
 from lfsearch.report.plotting import ROC_FILE, _figure
 from lfsearch.report.runs import Run
+from lfsearch.search import checkpoint as checkpoint_mod
 from lfsearch.search import config as config_mod
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,6 @@ def roc_points(run: Run, *, cache: bool = True) -> tuple[np.ndarray, np.ndarray]
         if frame.empty:
             return None
         return frame["fpr"].to_numpy(), frame["tpr"].to_numpy()
-    import torch
     from sklearn.metrics import auc, roc_curve
 
     from lfsearch import data
@@ -48,7 +48,7 @@ def roc_points(run: Run, *, cache: bool = True) -> tuple[np.ndarray, np.ndarray]
         config_mod.atomic_write_text(path, "fpr,tpr\n")
         return None
     trainee = searcher.build_trainee()
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)["state"]
+    state = checkpoint_mod.read(ckpt, map_location="cpu")["state"]  # weights_only
     trainee.load(state)
     embeddings = metrics_mod.embed(trainee.model, split.images, normalise=split.normalise)
     scores = metrics_mod.pair_scores(embeddings, split.pairs)

@@ -58,8 +58,8 @@ from lfsearch.search.run_folder import (
     _write_csv,
     _write_json,
     check_run_dir,
-    make_run_dir,
 )
+from lfsearch.search.run_folder import held as run_folder_held
 
 log = logging.getLogger(__name__)
 
@@ -495,6 +495,7 @@ def search(space: str | os.PathLike, *, benchmark: str | None = None, epochs: in
         # is created or, with force, emptied
         runner = Search(config, out, progress if main else None, group=group)
         runner.preflight(resume=resume)
-        if main:
-            make_run_dir(out, resume=resume, force=force)
-        return runner.run(resume=resume)
+        if not main:
+            return runner.run(resume=resume)
+        with run_folder_held(out, resume=resume, force=force):  # one process per run folder
+            return runner.run(resume=resume)

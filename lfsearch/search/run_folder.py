@@ -5,11 +5,13 @@ the checks that a folder may be written or resumed (docs/faults.md).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import logging
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +54,7 @@ def check_run_dir(out: Path, *, resume: bool, force: bool) -> None:
                          "force starts it again from scratch")
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} exists and is not a folder")
-    existing = out.is_dir() and any(out.iterdir())
+    existing = out.is_dir() and any(p.name != paths.LOCK_NAME for p in out.iterdir())
     if resume:
         if not (out / "checkpoint.pt").is_file() and not (out / "config.toml").is_file():
             raise FileNotFoundError(f"--resume: {out} holds no run to resume "
@@ -69,9 +71,28 @@ def make_run_dir(out: Path, *, resume: bool, force: bool) -> None:
     if resume:
         paths.remove_stale_temp_files(out)
         return
-    if force and out.is_dir() and any(out.iterdir()):
-        shutil.rmtree(out)
+    if force and out.is_dir():  # emptied, but its lock file stays (another process may wait on it)
+        for entry in out.iterdir():
+            if entry.name == paths.LOCK_NAME:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
     paths.make_folder(out)
+
+
+@contextlib.contextmanager
+def held(out: Path, *, resume: bool, force: bool) -> Iterator[None]:
+    """The run folder created (if new), locked for the block (paths.folder_lock: a second
+    process gets one line naming our PID), checked again under the lock (another process may
+    have written it since the first check) and prepared (make_run_dir)."""
+    if not resume:
+        paths.make_folder(out)
+    with paths.folder_lock(out, "run folder"):
+        check_run_dir(out, resume=resume, force=force)
+        make_run_dir(out, resume=resume, force=force)
+        yield
 
 
 def prepare_run_dir(out: Path, *, resume: bool, force: bool) -> None:
