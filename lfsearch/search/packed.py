@@ -327,3 +327,35 @@ def run_epoch_packed(trainee: Trainee, start: dict[str, Any] | list[dict[str, An
         candidate_mod.record_candidate(results, values, train_loss, status, trainee, validations,
                                     on_candidate, keep_all=keep_all)
     return results
+
+
+def run_in_chunks(trainee: Trainee, start: dict[str, Any] | list[dict[str, Any] | None],
+                  params: list[dict[str, float]], chunk: int, *,
+                  on_candidate: Callable[[int, CandidateResult], None] | None = None,
+                  keep_all: bool = False, candidate_seeds: list[int], **kwargs,
+                  ) -> list[CandidateResult]:
+    """`run_epoch_packed` on `chunk` candidates at a time (the memory guard's plan), the same
+    results as packing all: the same batches, each candidate its own seed; only the best
+    state over all chunks is kept (first on ties), or every one's (keep_all)."""
+    starts = candidate_mod.starts_of(start, len(params))
+    results: list[CandidateResult] = []
+    for lo in range(0, len(params), chunk):
+        idx = range(lo, min(lo + chunk, len(params)))
+        shared = all(starts[i] is starts[0] for i in idx)
+        part = run_epoch_packed(
+            trainee, starts[lo] if shared and starts[lo] is not None
+            else [starts[i] for i in idx],
+            [params[i] for i in idx], candidate_seeds=[candidate_seeds[i] for i in idx],
+            on_candidate=(None if on_candidate is None
+                          else lambda j, r, lo=lo: on_candidate(lo + j, r)),
+            keep_all=keep_all, **kwargs)
+        if not keep_all:
+            best = next((r for r in results if r.state is not None), None)
+            new = next((r for r in part if r.state is not None), None)
+            if best is not None and new is not None:
+                if new.reward > best.reward:
+                    best.state = None
+                else:
+                    new.state = None
+        results.extend(part)
+    return results
