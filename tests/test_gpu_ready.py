@@ -260,3 +260,24 @@ def test_face_recipe_runs_one_epoch_with_the_warm_up_scaled():
     assert config_mod.resolve(longer, epochs=5)["training"]["warmup_epochs"] == 2  # ⌊8·5/20⌋
     with pytest.raises(ValueError, match="warmup_epochs"):  # the file itself is still checked
         config_mod.resolve({**recipe, "training": {**recipe["training"], "warmup_epochs": 20}})
+
+
+# ------------------------------------------------------------ the GPU check's plumbing
+@pytest.mark.slow
+def test_gpu_check_runs_dry_on_cpu(tmp_path):
+    import json
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**__import__("os").environ, "DRY": "1", "WORK": str(tmp_path)}
+    done = subprocess.run(["bash", str(root / "benchmarks" / "gpu_check.sh")], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    for part in ("[population]", "[heads]", "[search]", "[syncs]", "[stream]"):
+        assert part in done.stdout
+    figures = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
+    assert figures["failed_parts"] == 0
+    assert figures["syncs"]["sequential"]["reads_per_step"] == 0
+    assert figures["syncs"]["packed"]["reads_per_step"] == 0
+    assert figures["search_face_recipe"]["value"] is not None
