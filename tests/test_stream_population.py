@@ -69,10 +69,20 @@ def test_packed_training_decodes_each_batch_once_for_all_candidates(decodes):
     assert sum(decodes.values()) == used  # one decode per image per epoch, not M
     assert max(decodes.values()) == 1 and len(decodes) == used
 
+    # sequential: the M candidates replay the epoch's decoded batches (issue 20, item 5)
     decodes.clear()
-    sequential = epoch_of(sequential_mod.run_epoch_sequential, streamed, streamed.train)
-    assert sum(decodes.values()) == len(PARAMS) * used  # each candidate decodes its own epoch
-    assert set(decodes.values()) == {len(PARAMS)}
+    fresh = data.load(f"folder:{ORL_SMALL}?{OPTS}&stream=yes&workers=0", seed=0)
+    sequential = epoch_of(sequential_mod.run_epoch_sequential, fresh, fresh.train)
+    assert sum(decodes.values()) == used and set(decodes.values()) == {1}
+    assert fresh.train.decodes == used // 8  # batches decoded: one epoch's, not M
+
+    # without room for the epoch's batches each candidate decodes its own epoch
+    decodes.clear()
+    uncached = data.load(f"folder:{ORL_SMALL}?{OPTS}&stream=yes&workers=0", seed=0)
+    uncached.train.cache_bytes = 0
+    again = epoch_of(sequential_mod.run_epoch_sequential, uncached, uncached.train)
+    assert sum(decodes.values()) == len(PARAMS) * used
+    assert [r.reward for r in again] == [r.reward for r in sequential]
 
     decodes.clear()
     in_memory = epoch_of(packed_mod.run_epoch_packed, memory, memory.train)

@@ -56,7 +56,7 @@ Options (allowed per kind; anything else is a ValueError naming the allowed ones
   stream=auto|yes|no  stream the training split through DataLoader workers (folder*, rec);
                   auto streams when it exceeds 1 GiB decoded (N x C x H x W bytes). Streamed
                   and in-memory splits give the same batches (docs/data.md).
-  workers=N       DataLoader worker processes of a streamed split (default min(4, CPUs); 0
+  workers=N       DataLoader worker processes of a streamed split (default: the usable CPUs; 0
                   decodes in the training process); prefetch=N batches ahead per worker (2).
 
 Images are kept as uint8 (N, C, H, W) tensors on the device (4x less memory than float32)

@@ -41,8 +41,16 @@ def parse_augment(augment: str | None) -> tuple[int, bool]:
 
 def _draw(generator: torch.Generator, fn: Callable[..., Tensor], *args, device,
           **kwargs) -> Tensor:
-    """Draw on the generator's device (so any generator works), then move to the data."""
-    return fn(*args, generator=generator, device=generator.device, **kwargs).to(device)
+    """Draw on the generator's device (so any generator works), then move to the data: from
+    a CPU generator to CUDA through pinned memory, without blocking the host."""
+    return _to(fn(*args, generator=generator, device=generator.device, **kwargs), device)
+
+
+def _to(t: Tensor, device) -> Tensor:
+    """t on `device`; host to CUDA through pinned memory, without blocking the host."""
+    if torch.device(device).type == "cuda" and t.device.type == "cpu":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
 
 
 def augment_batch(images: Tensor, *, generator: torch.Generator, augment: str | None) -> Tensor:
@@ -78,12 +86,16 @@ def batches(train: LabelledImages | StreamedImages, batch_size: int, *,
     parse_augment(augment)
     n = len(train)
     device = train.device
-    order = _draw(generator, torch.randperm, n, device=device)
     stop = n - n % batch_size if drop_last else n
-    chunks = [order[start:start + batch_size] for start in range(0, stop, batch_size)]
-    if isinstance(train, StreamedImages):
-        pixels = train.stream([c.cpu() for c in chunks])
+    if isinstance(train, StreamedImages):  # the order drawn on the host, sent once per epoch
+        host = _draw(generator, torch.randperm, n, device="cpu")
+        order = _to(host, device)
+        pixels = train.stream([host[start:start + batch_size]
+                               for start in range(0, stop, batch_size)])
     else:
+        order = _draw(generator, torch.randperm, n, device=device)
+    chunks = [order[start:start + batch_size] for start in range(0, stop, batch_size)]
+    if not isinstance(train, StreamedImages):
         pixels = (train.images[idx] for idx in chunks)
     for idx, raw in zip(chunks, pixels):
         images = train.normalise(raw)

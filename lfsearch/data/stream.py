@@ -26,7 +26,33 @@ STREAM_ABOVE_BYTES = 1 << 30  # stream=auto streams a training split above 1 GiB
 
 
 def default_workers() -> int:
-    return max(1, min(4, os.cpu_count() or 1))
+    """The CPUs this process may use (os.sched_getaffinity; os.cpu_count where unknown)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def epoch_cache_limit() -> int:
+    """Default bytes of one epoch's decoded batches kept for the next candidates: a quarter
+    of the host's physical memory (0 where unknown)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 4
+    except (AttributeError, ValueError, OSError):
+        return 0
+
+
+class _Chunks(torch.utils.data.Sampler):
+    """The index chunks of the current epoch; set before each pass of a persistent loader."""
+
+    def __init__(self) -> None:
+        self.chunks: list[Tensor] = []
+
+    def __iter__(self):
+        return iter(self.chunks)
+
+    def __len__(self) -> int:
+        return len(self.chunks)
 
 
 class DecodeBatches(torch.utils.data.Dataset):
@@ -69,6 +95,10 @@ class StreamedImages:
     pixels: PixelScale
     workers: int = 0
     prefetch: int = 2
+    cache_bytes: int | None = None  # epoch cache bound; None: epoch_cache_limit()
+    _loader: object = dataclasses.field(default=None, repr=False, compare=False)
+    _cache: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
+    decodes: int = dataclasses.field(default=0, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.labels.shape != (self.members.shape[0],):
@@ -88,28 +118,63 @@ class StreamedImages:
     def subset(self, index) -> "StreamedImages":
         idx = np.asarray(index.cpu() if isinstance(index, Tensor) else np.arange(len(self))[index])
         return dataclasses.replace(self, members=self.members[idx],
-                                   labels=self.labels[torch.as_tensor(idx)])
+                                   labels=self.labels[torch.as_tensor(idx)], _loader=None,
+                                   _cache={}, decodes=0)
 
     def to(self, device: str | torch.device) -> "StreamedImages":
-        return dataclasses.replace(self, labels=self.labels.to(device))
+        return dataclasses.replace(self, labels=self.labels.to(device), _loader=None,
+                                   _cache={}, decodes=0)
 
     def decoder(self) -> DecodeBatches:
         return DecodeBatches(self.source, self.members, size=self.size, crop=self.crop,
                              channels=self.channels)
 
     def stream(self, chunks: list[Tensor]) -> Iterator[Tensor]:
-        """uint8 batches (images of each index chunk, in chunk order) on the split's device."""
-        dataset = self.decoder()
+        """uint8 batches (images of each index chunk, in chunk order) on the split's device.
+
+        Decoded once per epoch: the M sequential candidates of an epoch ask for the same
+        chunks, so the decoded batches are kept (host memory, uint8) while the epoch fits
+        `cache_bytes` and replayed for the next candidate; a new epoch's chunks replace them.
+        Workers persist across epochs (one DataLoader per split); with workers = 0 on CUDA
+        the batch is pinned and copied without blocking."""
+        key = hash(torch.cat(chunks).numpy().tobytes()) if chunks else 0
+        if self._cache.get("key") != key:
+            self._cache.clear()
+            self._cache["key"] = key
+        limit = epoch_cache_limit() if self.cache_bytes is None else self.cache_bytes
+        per = decoded_bytes(1, self.size, self.channels)
+        keep = per * sum(len(c) for c in chunks) <= limit
+        batches = self._cache.setdefault("batches", {})
+        missing = [k for k in range(len(chunks)) if k not in batches]
+        decoded = self._decode([chunks[k] for k in missing])
         cuda = self.device.type == "cuda"
-        if self.workers == 0:
-            for chunk in chunks:
-                yield dataset[chunk].to(self.device)
-            return
-        loader = torch.utils.data.DataLoader(
-            dataset, sampler=chunks, batch_size=None, num_workers=self.workers,
-            prefetch_factor=self.prefetch, pin_memory=cuda, persistent_workers=False)
-        for batch in loader:
+        for k in range(len(chunks)):
+            if k in batches:
+                batch = batches[k]
+            else:
+                batch = next(decoded)
+                self.decodes += 1
+                if keep:
+                    batches[k] = batch
+            if cuda:
+                batch = batch.pin_memory() if not batch.is_pinned() else batch
             yield batch.to(self.device, non_blocking=cuda)
+
+    def _decode(self, chunks: list[Tensor]) -> Iterator[Tensor]:
+        """The chunks decoded on the host (in this process, or by persistent workers)."""
+        if not chunks:
+            return iter(())
+        dataset = self.decoder()
+        if self.workers == 0:
+            return (dataset[chunk] for chunk in chunks)
+        if self._loader is None:
+            sampler = _Chunks()
+            self._loader = torch.utils.data.DataLoader(
+                dataset, sampler=sampler, batch_size=None, num_workers=self.workers,
+                prefetch_factor=self.prefetch, pin_memory=self.device.type == "cuda",
+                persistent_workers=True)
+        self._loader.sampler.chunks = list(chunks)
+        return iter(self._loader)
 
 
 def decoded_bytes(n: int, size: tuple[int, int], channels: int) -> int:

@@ -18,6 +18,7 @@ scikit-learn provides the ROC (`roc_curve`) and the folds (`PredefinedSplit`, `K
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from typing import Any, Callable, Iterable
@@ -65,17 +66,30 @@ class _EvalMode:
         self.grad.__exit__(*exc)
 
 
+def _autocast_of(autocast: Any, device: torch.device):
+    """autocast "auto" -> bf16 on CUDA, none elsewhere; None -> none; a dtype as given."""
+    if autocast == "auto":
+        autocast = torch.bfloat16 if device.type == "cuda" else None
+    if autocast is None:
+        return contextlib.nullcontext()
+    if not isinstance(autocast, torch.dtype):
+        raise ValueError(f"autocast {autocast!r} is not known; allowed: 'auto', None, a dtype")
+    return torch.autocast(device.type, dtype=autocast)
+
+
 def embed(model: nn.Module, images: Tensor, batch_size: int = 256, flip: bool = False,
-          normalise: Callable[[Tensor], Tensor] | None = None) -> Tensor:
+          normalise: Callable[[Tensor], Tensor] | None = None,
+          autocast: Any = "auto") -> Tensor:
     """Embeddings (N, D) of images (N, C, H, W), in eval mode without gradients, batch by
     batch on the model's device; with flip, f(x) + f(x flipped left-right). Returned on the
-    images' device. `normalise` (a split's `.normalise`) turns each batch of stored uint8
-    pixels into float inputs on the model's device."""
+    images' device, in float32. `normalise` (a split's `.normalise`) turns each batch of
+    stored uint8 pixels into float inputs on the model's device. `autocast`: "auto" (bf16 on
+    CUDA, none on CPU), None or a dtype."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1; got {batch_size}")
     device = _device_of(model, images.device)
     out = []
-    with _EvalMode(model):
+    with _EvalMode(model), _autocast_of(autocast, device):
         for start in range(0, images.shape[0], batch_size):
             x = images[start:start + batch_size].to(device)
             if normalise is not None:
@@ -97,6 +111,24 @@ def classification_accuracy(logits: Tensor, labels: Tensor) -> float:
     if logits.shape[0] == 0:
         raise ValueError("classification_accuracy: no samples")
     return float((logits.argmax(1) == labels.to(logits.device)).float().mean())
+
+
+def chunked_accuracy(logits_fn: Callable[[Tensor], Tensor], embeddings: Tensor,
+                     labels: Tensor, chunk: int = 4096) -> float:
+    """Top-1 accuracy scored `chunk` rows at a time: at most chunk × C logits alive (20k
+    images × 100k classes would be 8 GB at once); one host read at the end."""
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1; got {chunk}")
+    n = embeddings.shape[0]
+    if n == 0 or labels.shape != (n,):
+        raise ValueError(f"embeddings must be (N, D) with N >= 1 and labels (N,); got "
+                         f"{tuple(embeddings.shape)} and {tuple(labels.shape)}")
+    correct = None
+    for start in range(0, n, chunk):
+        z = logits_fn(embeddings[start:start + chunk])
+        hit = (z.argmax(1) == labels[start:start + chunk].to(z.device)).sum()
+        correct = hit if correct is None else correct + hit
+    return float(correct) / n
 
 
 def _to_numpy(x: Any, dtype=None) -> np.ndarray:
@@ -270,8 +302,9 @@ def evaluate(model: nn.Module, loss: nn.Module | None, split: Any, *, batch_size
         e = embed(model, split.images, batch_size, flip, getattr(split, "normalise", None))
         with _EvalMode(loss):
             head_device = _device_of(loss, e.device)
-            logits = logits_fn(e.to(head_device))
-        return {"accuracy": classification_accuracy(logits, split.labels)}
+            accuracy = chunked_accuracy(lambda x: logits_fn(x.to(head_device)), e,
+                                        split.labels, chunk=max(batch_size, 1) * 16)
+        return {"accuracy": accuracy}
     if protocol == "verification":
         e = embed(model, split.images, batch_size, flip, getattr(split, "normalise", None))
         scores = pair_scores(e, split.pairs)

@@ -25,6 +25,16 @@ from lfsearch.losses.target_logit import (
 )
 
 log = logging.getLogger(__name__)
+_LEVELS: dict[tuple[torch.dtype, torch.device], Tensor] = {}
+
+
+def _quantile_levels(like: Tensor) -> Tensor:
+    """QUANTILES as a tensor on `like`'s device and dtype, made once (no copy per step)."""
+    key = (like.dtype, like.device)
+    if key not in _LEVELS:
+        _LEVELS[key] = torch.tensor(QUANTILES, dtype=like.dtype, device=like.device)
+    return _LEVELS[key]
+
 
 # ------------------------------------------------------------------------------ AdaFace
 class AdaFace(_ReplacedTargetHead):
@@ -93,8 +103,7 @@ class AdaFace(_ReplacedTargetHead):
                 self.batch_std.to(norms.dtype) + self.EPS)
             zhat = (scaled * self._values["h"]).clamp(-1.0, 1.0)
             if update:
-                q = torch.tensor(QUANTILES, dtype=zhat.dtype, device=zhat.device)
-                self.zhat_quantiles.copy_(torch.quantile(zhat, q))
+                self.zhat_quantiles.copy_(torch.quantile(zhat, _quantile_levels(zhat)))
             return zhat
 
     def _margin(self, like: Tensor, update: bool) -> Tensor | float:
@@ -114,7 +123,7 @@ class AdaFace(_ReplacedTargetHead):
         θ = atan2(sin θ, cos θ) with sin θ clamped as in :mod:`lfsearch.losses.margins`."""
         c = cos.clamp(-1.0, 1.0)
         zhat = torch.as_tensor(zhat, dtype=c.dtype, device=c.device)
-        m = torch.as_tensor(m, dtype=c.dtype, device=c.device)
+        m = m.to(c.dtype) if isinstance(m, Tensor) else float(m)  # a number: no copy
         sin, dsin = margins_mod._sin_and_slope(c)
         theta = torch.atan2(sin, c)
         dtheta = (c * dsin - sin) / (c * c + sin * sin)
@@ -238,8 +247,7 @@ class MagFace(_ReplacedTargetHead):
         a = self.magnitude(x).to(cos_y.dtype)  # with autograd: m(a) has a gradient via ‖x‖
         if update:
             with torch.no_grad():
-                q = torch.tensor(QUANTILES, dtype=a.dtype, device=a.device)
-                self.a_quantiles.copy_(torch.quantile(a.detach(), q))
+                self.a_quantiles.copy_(torch.quantile(a.detach(), _quantile_levels(a)))
         return arc_target_and_slope(cos_y, self.margin(a), self.fallback)
 
     def _extra_loss(self, x):

@@ -107,6 +107,29 @@ def _check_values(x: Tensor, labels: Tensor, num_classes: int | None) -> None:
         raise ValueError(f"labels must be >= 0; got min {lo}")
 
 
+class _float32_head:
+    """Context: autocast off for the device of the first tensor argument when it is on,
+    floating-point arguments cast to float32 (a differentiable cast); otherwise a no-op."""
+
+    def __init__(self, args: tuple) -> None:
+        first = next((a for a in args if isinstance(a, Tensor)), None)
+        kind = first.device.type if first is not None else None
+        self.off = kind is not None and torch.is_autocast_enabled(kind)
+        self.kind, self.args = kind, args
+
+    def __enter__(self) -> tuple:
+        if not self.off:
+            return self.args
+        self.ctx = torch.autocast(self.kind, enabled=False)
+        self.ctx.__enter__()
+        return tuple(a.float() if isinstance(a, Tensor) and a.is_floating_point() else a
+                     for a in self.args)
+
+    def __exit__(self, *exc) -> None:
+        if self.off:
+            self.ctx.__exit__(*exc)
+
+
 # ------------------------------------------------------------------------------- base
 class Loss(nn.Module):
     """Base of every loss: input checks and the searchable-parameter protocol.
@@ -125,6 +148,13 @@ class Loss(nn.Module):
         self._values: dict[str, float] = {}
         #: Check inputs (shape, finiteness, label range) on every call (one host sync).
         self.validate = True
+
+    def __call__(self, *args, **kwargs):
+        """Every loss runs in float32, also under autocast: the normalised matmul, the
+        margin, log-softmax and the value (insightface's choice; bf16 logits put the
+        embeddings' gradient 7–9% off at cos θ_y ≈ 0.7). The backbone stays in bf16."""
+        with _float32_head(args) as args:
+            return super().__call__(*args, **kwargs)
 
     # -- parameters
     def param_names(self) -> list[str]:
@@ -207,9 +237,10 @@ class _Head(Loss, metaclass=abc.ABCMeta):
 
     def logits(self, embeddings: Tensor) -> Tensor:
         """Plain class scores with no margin, (N, C) — for closed-set accuracy."""
-        if self.validate:
-            _check_embeddings(embeddings, self.embedding_size)
-        return self._scores(embeddings)
+        with _float32_head((embeddings,)) as (embeddings,):
+            if self.validate:
+                _check_embeddings(embeddings, self.embedding_size)
+            return self._scores(embeddings)
 
     def margin_logits(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         """The N×C logits the cross entropy sees (the target column changed); for
@@ -286,8 +317,8 @@ class _MarginCrossEntropy(torch.autograd.Function):
             w_y = weight.to(device=nll.device, dtype=nll.dtype)[labels]
             nll = nll * w_y
         if reduction == "mean":
-            denom = w_y.sum() if w_y is not None else nll.new_tensor(float(n))
-            loss = nll.sum() / denom
+            denom = w_y.sum() if w_y is not None else None  # a number: no host-to-device copy
+            loss = nll.sum() / (denom if denom is not None else n)
         else:
             denom = None
             loss = nll.sum() if reduction == "sum" else nll
@@ -307,7 +338,7 @@ class _MarginCrossEntropy(torch.autograd.Function):
         if ctx.reduction != "none":
             coef = coef.expand(n)
             if ctx.reduction == "mean":
-                coef = coef / denom
+                coef = coef / (denom if denom is not None else n)
         if w_y is not None:
             coef = coef * w_y
         grad = logp.exp()

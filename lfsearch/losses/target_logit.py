@@ -57,28 +57,35 @@ def arc_target(cos: Tensor, m, fallback: str = "linear") -> Tensor:
     (as :func:`lfsearch.losses.margins.additive_angular`); ``"none"``: cos(θ + m) everywhere.
     """
     c = cos.clamp(-1.0, 1.0)
-    m = torch.as_tensor(m, dtype=c.dtype, device=c.device)
-    cm, sm = torch.cos(m), torch.sin(m)
+    m, cm, sm, limit, offset = _margin_terms(m, c)
     value = c * cm - margins_mod.sin_from_cos(c) * sm
     if fallback == "none":
         return value
-    inside = c >= torch.cos(math.pi - m)
-    offset = torch.maximum(m * sm, 1.0 - cm)
-    return torch.where(inside, value, c - offset)
+    return torch.where(c >= limit, value, c - offset)
+
+
+def _margin_terms(m, c: Tensor):
+    """(m, cos m, sin m, cos(π − m), max(m·sin m, 1 − cos m)): tensors for a tensor m, Python
+    numbers for a number (no host-to-device copy per call)."""
+    if isinstance(m, Tensor):
+        m = m.to(c.dtype)
+        cm, sm = torch.cos(m), torch.sin(m)
+        return m, cm, sm, torch.cos(math.pi - m), torch.maximum(m * sm, 1.0 - cm)
+    m = float(m)
+    cm, sm = math.cos(m), math.sin(m)
+    return m, cm, sm, math.cos(math.pi - m), max(m * sm, 1.0 - cm)
 
 
 def arc_target_and_slope(cos: Tensor, m, fallback: str = "linear") -> tuple[Tensor, Tensor]:
     """(f, df/dcos θ) of :func:`arc_target`, without autograd: f' = cos m − sin m·dsin θ/dcos θ
     (dsin θ/dcos θ = −cos θ/sin θ, 0 where sin θ is clamped); the fallback has slope 1."""
     c = cos.clamp(-1.0, 1.0)
-    m = torch.as_tensor(m, dtype=c.dtype, device=c.device)
-    cm, sm = torch.cos(m), torch.sin(m)
+    m, cm, sm, limit, offset = _margin_terms(m, c)
     sin, dsin = margins_mod._sin_and_slope(c)
     value, slope = c * cm - sin * sm, cm - dsin * sm
     if fallback == "none":
         return value, slope
-    inside = c >= torch.cos(math.pi - m)
-    offset = torch.maximum(m * sm, 1.0 - cm)
+    inside = c >= limit
     return torch.where(inside, value, c - offset), torch.where(inside, slope, torch.ones_like(c))
 
 

@@ -58,6 +58,33 @@ def resolve_mode(mode: str, device: torch.device | str) -> str:
     return mode
 
 
+def backend_settings(device: torch.device | str) -> dict[str, bool]:
+    """The backend flags training sets on `device` (none off CUDA):
+
+    cudnn_benchmark  True: cuDNN times its convolution algorithms once per input shape and
+                     keeps the fastest; a run's shapes are fixed (full batches, drop_last),
+                     so it pays after the first steps. It makes CUDA runs not bit-identical
+                     from one run to the next (README "Several GPUs").
+    cudnn_tf32       True (PyTorch's default): fp32 convolutions of the backbone in TF32.
+    matmul_tf32      False: fp32 matmuls stay full fp32, because under bf16 autocast the only
+                     fp32 matmuls left are the margin heads' (lfsearch/losses/base.py), whose
+                     cos θ must stay in fp32; the backbone's matmuls run in bf16 anyway.
+    """
+    if torch.device(device).type != "cuda":
+        return {}
+    return {"cudnn_benchmark": True, "cudnn_tf32": True, "matmul_tf32": False}
+
+
+def apply_backends(device: torch.device | str) -> dict[str, bool]:
+    """Set `backend_settings(device)` on torch.backends; returns them (for the manifest)."""
+    settings = backend_settings(device)
+    if settings:
+        torch.backends.cudnn.benchmark = settings["cudnn_benchmark"]
+        torch.backends.cudnn.allow_tf32 = settings["cudnn_tf32"]
+        torch.backends.cuda.matmul.allow_tf32 = settings["matmul_tf32"]
+    return settings
+
+
 def _autocast(device: torch.device, accel: Accel):
     if accel.autocast is None:
         return contextlib.nullcontext()

@@ -28,6 +28,7 @@ import torch
 
 from lfsearch import data
 from lfsearch.evaluation import metrics as metrics_mod
+from lfsearch.search import step_stats
 
 WORST_REWARD = 0.0
 
@@ -126,47 +127,54 @@ def make_grad_scaler(device: torch.device | str) -> torch.amp.GradScaler:
 def train_one_epoch(trainee: Trainee, train: data.LabelledImages, *, batch_size: int,
                     generator: torch.Generator, lr: float, augment: str = "none",
                     autocast_dtype: torch.dtype | None = None) -> tuple[float, str]:
-    """Train one epoch; returns (mean training loss, status). Stops at the first non-finite loss.
+    """Train one epoch; returns (mean training loss, status); stops at a non-finite loss.
 
     autocast_dtype (e.g. torch.bfloat16 on a GPU): forward and loss under torch.autocast.
     torch.float16 adds loss scaling with the trainee's GradScaler (one is made when it has
     none; growth every 100 steps as insightface): the loss is scaled before backward, and a
-    step whose gradients overflow is skipped while the scale halves."""
+    step whose gradients overflow is skipped while the scale halves. The loss statistics
+    stay on the device and are read every step_stats.READ_EVERY steps (search/step_stats.py):
+    a non-finite loss is found at the next read, not at once."""
     for group in trainee.optimizer.param_groups:
         group["lr"] = lr
     trainee.model.train()
     trainee.loss.train()
-    total, count = 0.0, 0
     # Drop the last short batch (a batch of one breaks train-mode BatchNorm) unless the
     # whole split is smaller than one batch.
     drop_last = len(train) > batch_size
     if autocast_dtype == torch.float16 and trainee.scaler is None:
         trainee.scaler = make_grad_scaler(train.device)
     scaler = trainee.scaler if autocast_dtype == torch.float16 else None
-    for images, labels in data.batches(train, batch_size, generator=generator, augment=augment,
-                                       drop_last=drop_last):
-        with torch.autocast(images.device.type, dtype=autocast_dtype,
-                            enabled=autocast_dtype is not None):
-            embeddings = trainee.model(images)
-            try:
-                value = trainee.loss(embeddings, labels)
-            except ValueError:
-                if not bool(torch.isfinite(embeddings).all()):  # weights blew up last step
-                    return float("nan"), "diverged"
-                raise
-        if not torch.isfinite(value):
-            return float("nan"), "diverged"
-        trainee.optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(value).backward()
-            scaler.step(trainee.optimizer)
-            scaler.update()
-        else:
-            value.backward()
-            trainee.optimizer.step()
-        total += float(value.detach()) * len(labels)
-        count += len(labels)
-    return total / max(count, 1), "ok"
+    stats = step_stats.StepStats(1, train.device)  # loss statistics on the device
+    checked = None  # the loss checks its inputs on the first batch only (a host sync)
+    try:
+        for images, labels in data.batches(train, batch_size, generator=generator,
+                                           augment=augment, drop_last=drop_last):
+            with torch.autocast(images.device.type, dtype=autocast_dtype,
+                                enabled=autocast_dtype is not None):
+                embeddings = trainee.model(images)
+                try:
+                    value = trainee.loss(embeddings, labels)
+                except ValueError:
+                    if not bool(torch.isfinite(embeddings).all()):  # weights blew up
+                        return float("nan"), "diverged"
+                    raise
+            if checked is None:
+                checked = step_stats.set_validate([trainee.loss], False)
+            trainee.optimizer.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(value).backward()
+                scaler.step(trainee.optimizer)
+                scaler.update()
+            else:
+                value.backward()
+                trainee.optimizer.step()
+            stats.add(value.detach().reshape(1), len(labels))
+            if stats.due() and not stats.read()[0]:
+                return float("nan"), "diverged"  # found late: the state is never kept
+    finally:
+        step_stats.restore_validate(checked or [])
+    return stats.result()[0]
 
 
 def finite_state(trainee: Trainee) -> bool:

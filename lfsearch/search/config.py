@@ -23,6 +23,7 @@ as a TOML file that `load` reads back unchanged, so a run's config.toml re-runs 
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import os
 import sys
@@ -38,6 +39,8 @@ import tomli_w
 
 from lfsearch import losses, models
 from lfsearch.search import controllers, study_section
+
+log = logging.getLogger(__name__)
 from lfsearch.search.controllers import ParamSpec
 
 
@@ -143,6 +146,7 @@ def resolve(config: dict[str, Any], **overrides: Any) -> dict[str, Any]:
     config = copy.deepcopy(config)
     source = config.get("_source", "<overrides>")
     sections = OVERRIDE_SECTIONS
+    file_epochs = config.get("training", {}).get("epochs")
     for key, value in overrides.items():
         if value is None:
             continue
@@ -152,7 +156,23 @@ def resolve(config: dict[str, Any], **overrides: Any) -> dict[str, Any]:
             config.setdefault("test", {})["benchmarks"] = list(value)
             continue
         config[sections[key]][key] = value
+    _fit_warmup(config, overrides.get("epochs"), file_epochs)
     return validate(config, source=source)
+
+
+def _fit_warmup(config: dict[str, Any], epochs: int | None, file_epochs: Any) -> None:
+    """--epochs E' shorter than the file's warm-up W (set for E epochs): W' = min(⌊W·E'/E⌋,
+    E' − 1), the warm-up scaled to the run's length (face_recipe --epochs 1 trains without)."""
+    training = config.get("training", {})
+    w = training.get("warmup_epochs", 0)
+    if (epochs is None or not isinstance(w, int) or isinstance(epochs, bool)
+            or not isinstance(epochs, int) or epochs < 1 or w < epochs):
+        return
+    total = file_epochs if isinstance(file_epochs, int) and file_epochs > 0 else w + 1
+    scaled = min(w * epochs // total, epochs - 1)
+    log.warning("training.warmup_epochs %d does not fit --epochs %d; scaled to %d "
+                "(warm-up W·E'/E, below E')", w, epochs, scaled)
+    training["warmup_epochs"] = scaled
 
 
 def dump(config: dict[str, Any], path: str | os.PathLike) -> None:

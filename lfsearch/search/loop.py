@@ -49,6 +49,7 @@ from lfsearch.search import checkpoint as checkpoint_mod
 from lfsearch.search import config as config_mod
 from lfsearch.search import controllers
 from lfsearch.search import distributed as distributed_mod
+from lfsearch.search import memory as memory_mod
 from lfsearch.search import population as population_mod
 from lfsearch.search.run_folder import (
     _git_commit,
@@ -139,6 +140,7 @@ class Search:
                         else training["augment"])
         self.accel = accel_mod.Accel.for_device(self.device, compile=training["compile"],
                                               amp=training["amp"])
+        self.backends = accel_mod.apply_backends(self.device)  # cudnn.benchmark on CUDA
         if self.device.type != "cuda" and training["amp"] in ("bf16", "fp16"):
             log.warning("training.amp = %r applies on CUDA only; training in float32 on %s",
                         training["amp"], self.device)
@@ -148,6 +150,7 @@ class Search:
             if path is not None and not os.path.exists(path):
                 raise FileNotFoundError(f"test.benchmarks: {spec!r}: {path} does not exist")
         self._ready: tuple[Any, ...] | None = None
+        self.packing: memory_mod.PackingPlan | None = None
 
     def preflight(self, *, resume: bool = False) -> None:
         """Build the modules and the controller, and on resume read the checkpoint, before
@@ -155,6 +158,13 @@ class Search:
         if self._ready is not None:
             return
         trainee = self.build_trainee()
+        t = self.config["training"]  # the memory guard: how many candidates fit packed
+        chosen = population_mod.Population.choose(t["packing"], self.device, self.accel)
+        self.packing = memory_mod.plan_for(
+            trainee.model, trainee.loss, trainee.optimizer, candidates=self.candidates,
+            batch_size=t["batch_size"], num_classes=self.benchmark.num_classes,
+            image_shape=(self.benchmark.in_channels, *self.benchmark.image_size),
+            device=self.device, autocast=self.accel.autocast) if chosen.mode == "packed" else None
         controller = self.build_controller() if self.writes else None  # lives on rank 0 only
         ckpt, source = None, None
         if resume and self.writes:
@@ -236,7 +246,7 @@ class Search:
             training = self.config["training"]
             own = start if isinstance(start, dict) else [start[i] for i in indices]
             population = population_mod.Population.choose(training["packing"], self.device,
-                                                          self.accel)
+                                                          self.accel, plan=self.packing)
             return population.run_epoch(
                 trainee, own, [params[i] for i in indices], train=self.benchmark.train,
                 validations=self.validations, batch_size=self.config["training"]["batch_size"],
@@ -430,7 +440,9 @@ class Search:
                          "image_size": list(self.benchmark.image_size),
                          "num_classes": self.benchmark.num_classes},
             "autocast": str(self.accel.autocast).replace("torch.", "") if self.accel.autocast
-            else "off", "augment": self.augment,
+            else "off", "augment": self.augment, "backends": self.backends,
+            "packing": (self.packing.describe() if self.packing is not None
+                        else {"mode": "sequential"}),
             **({"test_benchmarks": list(self.test_benchmarks)} if self.test_benchmarks else {}),
             **({"distributed": self.group.describe()} if self.group is not None else {}),
         }

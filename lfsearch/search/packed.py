@@ -24,9 +24,11 @@ sums in another order than M separate ones (differences ~1e-7 relative per step)
 optimiser arithmetic is the same element by element. Differences from the reference path:
 random operations inside the backbone (dropout) draw different masks per candidate
 (``vmap(randomness="different")``), not the masks of candidate_seeds; the loss checks its
-inputs (label range, finite embeddings) on the first batch only (a host sync per call); a
-candidate whose loss turns non-finite stops taking steps (status "diverged", reward 0) while
-the others go on, as in the reference.
+inputs (label range, finite embeddings) on the first batch only (a host sync per call), as
+the reference path now does; the loss statistics stay on the device and are read every
+step_stats.READ_EVERY steps, as in the reference; a candidate whose loss turns non-finite
+gets zero gradients from then on (masked on the device) and is "diverged" (reward 0) while
+the others go on.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from torch.func import functional_call, vmap
 
 from lfsearch import data
 from lfsearch.search import candidate as candidate_mod
+from lfsearch.search import step_stats
 from lfsearch.search.accel import _STEP_KEYS, ELEMENTWISE_OPTIMIZERS, Accel, _autocast, _images
 from lfsearch.search.candidate import CandidateResult, Trainee, Validation
 
@@ -177,66 +180,53 @@ class PackedPopulation:
                     ) -> list[tuple[float, str]]:
         """One epoch for every candidate; (mean training loss, status) per candidate."""
         m = self.m
-        totals, count = [0.0] * m, 0
-        alive = [True] * m
-        first = True
         drop_last = len(train) > batch_size  # as the reference path
         device = train.device
-        for images, labels in data.batches(train, batch_size, generator=generator,
-                                           augment=augment, drop_last=drop_last):
-            if not any(alive):
-                break
-            self.optimizer.zero_grad(set_to_none=True)
-            with _autocast(device, self.accel):
-                emb = self.forward(self.params, self.buffers, _images(images, self.accel))
-            cut = [emb[i].detach().requires_grad_() for i in range(m)]
-            values = []
-            for i in range(m):
-                if not alive[i]:
-                    values.append(None)
-                    continue
-                try:
-                    with _autocast(device, self.accel):
-                        value = functional_call(self.losses[i], self.heads[i], (cut[i], labels))
-                except ValueError:  # the input check refuses non-finite embeddings
-                    if bool(torch.isfinite(cut[i]).all()):
-                        raise
-                    value = torch.full((), float("nan"), device=cut[i].device)
-                    values.append(value)
-                    continue
-                value.backward()
-                values.append(value.detach())
-            # one host sync per step for all candidates
-            now = torch.stack([v for v in values if v is not None]).float().tolist()
-            it = iter(now)
-            for i in range(m):
-                if alive[i]:
-                    v = next(it)
-                    if math.isfinite(v):
-                        totals[i] += v * len(labels)
-                    else:
-                        alive[i] = False  # it takes no step with that loss
-                        cut[i].grad = None
-                        for h in self.heads[i].values():
-                            h.grad = None
-            grads = torch.stack([c.grad if c.grad is not None else torch.zeros_like(c)
-                                 for c in cut])
-            emb.backward(grads)
-            self.optimizer.step()
-            count += len(labels)
-            if first:  # inputs checked once; later calls skip the host-syncing checks
-                first = False
-                for own in self.losses:
-                    for mod in own.modules():
-                        if hasattr(mod, "validate"):
-                            mod.validate = False
-        out = []
-        for i in range(m):
-            if alive[i]:
-                out.append((totals[i] / max(count, 1), "ok"))
-            else:
-                out.append((float("nan"), "diverged"))
-        return out
+        stats = step_stats.StepStats(m, device)  # on the device, read every READ_EVERY steps
+        nan = torch.full((), float("nan"), device=device)
+        checked = None
+        try:
+            for images, labels in data.batches(train, batch_size, generator=generator,
+                                               augment=augment, drop_last=drop_last):
+                if not any(stats.alive):
+                    break
+                self.optimizer.zero_grad(set_to_none=True)
+                with _autocast(device, self.accel):
+                    emb = self.forward(self.params, self.buffers, _images(images, self.accel))
+                cut = [emb[i].detach().requires_grad_() for i in range(m)]
+                values = []
+                for i in range(m):
+                    if not stats.alive[i]:
+                        values.append(nan)
+                        continue
+                    try:
+                        with _autocast(device, self.accel):
+                            value = functional_call(self.losses[i], self.heads[i],
+                                                    (cut[i], labels))
+                    except ValueError:  # the input check refuses non-finite embeddings
+                        if bool(torch.isfinite(cut[i]).all()):
+                            raise
+                        values.append(nan)
+                        continue
+                    value.backward()
+                    values.append(value.detach().float())
+                if checked is None:  # inputs checked once: later calls skip the host sync
+                    checked = step_stats.set_validate(self.losses, False)
+                # a candidate whose loss is not finite takes no gradient (masked on the device)
+                live = stats.add(torch.stack(values), len(labels))
+                for i in range(m):
+                    for h in self.heads[i].values():
+                        if h.grad is not None:
+                            h.grad = torch.where(live[i], h.grad, 0.0)
+                grads = torch.stack([c.grad if c.grad is not None else torch.zeros_like(c)
+                                     for c in cut])
+                emb.backward(torch.where(live.view(m, 1, 1), grads, 0.0))
+                self.optimizer.step()
+                if stats.due():
+                    stats.read()
+        finally:
+            step_stats.restore_validate(checked or [])
+        return stats.result()
 
     def candidate_state(self, i: int) -> dict[str, Any]:
         """Candidate i's {"model", "loss", "optimizer"} state dicts (views, not copies)."""
@@ -326,4 +316,36 @@ def run_epoch_packed(trainee: Trainee, start: dict[str, Any] | list[dict[str, An
             pop.load_candidate(i)
         candidate_mod.record_candidate(results, values, train_loss, status, trainee, validations,
                                     on_candidate, keep_all=keep_all)
+    return results
+
+
+def run_in_chunks(trainee: Trainee, start: dict[str, Any] | list[dict[str, Any] | None],
+                  params: list[dict[str, float]], chunk: int, *,
+                  on_candidate: Callable[[int, CandidateResult], None] | None = None,
+                  keep_all: bool = False, candidate_seeds: list[int], **kwargs,
+                  ) -> list[CandidateResult]:
+    """`run_epoch_packed` on `chunk` candidates at a time (the memory guard's plan), the same
+    results as packing all: the same batches, each candidate its own seed; only the best
+    state over all chunks is kept (first on ties), or every one's (keep_all)."""
+    starts = candidate_mod.starts_of(start, len(params))
+    results: list[CandidateResult] = []
+    for lo in range(0, len(params), chunk):
+        idx = range(lo, min(lo + chunk, len(params)))
+        shared = all(starts[i] is starts[0] for i in idx)
+        part = run_epoch_packed(
+            trainee, starts[lo] if shared and starts[lo] is not None
+            else [starts[i] for i in idx],
+            [params[i] for i in idx], candidate_seeds=[candidate_seeds[i] for i in idx],
+            on_candidate=(None if on_candidate is None
+                          else lambda j, r, lo=lo: on_candidate(lo + j, r)),
+            keep_all=keep_all, **kwargs)
+        if not keep_all:
+            best = next((r for r in results if r.state is not None), None)
+            new = next((r for r in part if r.state is not None), None)
+            if best is not None and new is not None:
+                if new.reward > best.reward:
+                    best.state = None
+                else:
+                    new.state = None
+        results.extend(part)
     return results

@@ -3,7 +3,8 @@
 `Population.choose(mode, device, accel)` resolves ``[training] packing`` ("auto" | "sequential"
 | "packed") once: packed (search/packed.py: the M candidates as one vmapped model, one
 forward/backward per batch) or sequential (search/sequential.py: one candidate after another).
-Both paths take the same arguments, give the same results up to float rounding, and apply the
+The memory guard (search/memory.py) may pack `chunk` candidates at a time, or choose
+sequential, when M do not fit on the device. Both paths take the same arguments, give the same results up to float rounding, and apply the
 same `Accel` (autocast, channels_last, compile), so that their timings compare like with like.
 """
 
@@ -18,7 +19,8 @@ import torch
 from lfsearch import data
 from lfsearch.search.accel import Accel, _images, resolve_mode
 from lfsearch.search.candidate import CandidateResult, Trainee, Validation
-from lfsearch.search.packed import run_epoch_packed
+from lfsearch.search.memory import PackingPlan
+from lfsearch.search.packed import run_epoch_packed, run_in_chunks
 from lfsearch.search.sequential import run_epoch_sequential
 
 
@@ -28,9 +30,11 @@ class Population:
 
     mode: str
     accel: Accel
+    chunk: int | None = None  # packed: at most this many candidates at a time (memory.py)
 
     @classmethod
-    def choose(cls, mode: str, device: torch.device | str, accel: Accel | None = None) -> Population:
+    def choose(cls, mode: str, device: torch.device | str, accel: Accel | None = None,
+               plan: PackingPlan | None = None) -> Population:
         """The path for `mode` on `device` (see accel.resolve_mode: auto = packed on CUDA). With
         fp16 autocast "auto" trains sequentially: fp16's GradScaler is per candidate (see
         PackedPopulation). `accel` defaults to `Accel.for_device` (bf16 autocast and
@@ -39,7 +43,10 @@ class Population:
         accel = Accel.for_device(device) if accel is None else accel
         if mode == "auto" and accel.autocast == torch.float16:
             mode = "sequential"
-        return cls(resolve_mode(mode, device), accel)
+        resolved = resolve_mode(mode, device)
+        if resolved == "packed" and plan is not None:  # the memory guard's choice
+            return cls(plan.mode, accel, plan.chunk)
+        return cls(resolved, accel)
 
     def run_epoch(self, trainee: Trainee, start: dict[str, Any] | list[dict[str, Any] | None],
                   params: list[dict[str, float]],
@@ -55,6 +62,8 @@ class Population:
                       on_candidate=on_candidate, keep_all=keep_all)
         accel = self.accel
         if self.mode == "packed":
+            if self.chunk is not None and self.chunk < len(params):
+                return run_in_chunks(trainee, start, params, self.chunk, accel=accel, **kwargs)
             return run_epoch_packed(trainee, start, params, accel=accel, **kwargs)
         if accel.channels_last:
             trainee.model.to(memory_format=torch.channels_last)
