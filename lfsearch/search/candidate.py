@@ -49,9 +49,10 @@ class CandidateResult:
     params: dict[str, float]
     reward: float
     train_loss: float
-    status: str  # "ok" or "diverged"
+    status: str  # "ok", "diverged" or "rejected" (search/rejection.py)
     metrics: dict[str, float] = field(default_factory=dict)
     state: dict[str, Any] | None = None
+    steps: int | None = None  # optimiser steps taken (recorded with early rejection)
 
 
 @dataclass
@@ -132,11 +133,33 @@ def train_one_epoch(trainee: Trainee, train: data.LabelledImages, *, batch_size:
     torch.float16 adds loss scaling with the trainee's GradScaler (one is made when it has
     none; growth every 100 steps as insightface): the loss is scaled before backward, and a
     step whose gradients overflow is skipped while the scale halves."""
+    total, count = 0.0, 0
+    for step in epoch_steps(trainee, train, batch_size=batch_size, generator=generator, lr=lr,
+                            augment=augment, autocast_dtype=autocast_dtype):
+        if step is None:
+            return float("nan"), "diverged"
+        total += step[0] * step[1]
+        count += step[1]
+    return total / max(count, 1), "ok"
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    """Optimiser steps of one epoch: ⌊n / batch_size⌋ (the last short batch is dropped), or 1
+    when the whole split is smaller than one batch."""
+    return n // batch_size if n > batch_size else 1
+
+
+def epoch_steps(trainee: Trainee, train: data.LabelledImages, *, batch_size: int,
+                generator: torch.Generator, lr: float, augment: str = "none",
+                autocast_dtype: torch.dtype | None = None):
+    """The steps of `train_one_epoch`, one per next(): each yields (batch loss, batch size)
+    after its optimiser step, or None for a non-finite loss (then it stops). A paused
+    iterator continues where it stopped once the trainee holds its state again
+    (search/rejection.py)."""
     for group in trainee.optimizer.param_groups:
         group["lr"] = lr
     trainee.model.train()
     trainee.loss.train()
-    total, count = 0.0, 0
     # Drop the last short batch (a batch of one breaks train-mode BatchNorm) unless the
     # whole split is smaller than one batch.
     drop_last = len(train) > batch_size
@@ -152,10 +175,12 @@ def train_one_epoch(trainee: Trainee, train: data.LabelledImages, *, batch_size:
                 value = trainee.loss(embeddings, labels)
             except ValueError:
                 if not bool(torch.isfinite(embeddings).all()):  # weights blew up last step
-                    return float("nan"), "diverged"
+                    yield None
+                    return
                 raise
         if not torch.isfinite(value):
-            return float("nan"), "diverged"
+            yield None
+            return
         trainee.optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(value).backward()
@@ -164,9 +189,7 @@ def train_one_epoch(trainee: Trainee, train: data.LabelledImages, *, batch_size:
         else:
             value.backward()
             trainee.optimizer.step()
-        total += float(value.detach()) * len(labels)
-        count += len(labels)
-    return total / max(count, 1), "ok"
+        yield float(value.detach()), len(labels)
 
 
 def finite_state(trainee: Trainee) -> bool:
@@ -214,7 +237,7 @@ def starts_of(start: dict[str, Any] | list[dict[str, Any] | None], m: int,
 
 def skipped(values: dict[str, float]) -> CandidateResult:
     """The result of a candidate that diverged earlier in its interval (not trained again)."""
-    return CandidateResult(dict(values), WORST_REWARD, float("nan"), "diverged")
+    return CandidateResult(dict(values), WORST_REWARD, float("nan"), "diverged", steps=0)
 
 def record_candidate(results: list[CandidateResult], values: dict[str, float], train_loss: float,
                      status: str, trainee: Trainee, validations: list[Validation],
