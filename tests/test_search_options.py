@@ -459,3 +459,90 @@ def test_rejection_that_rejects_nobody_is_bit_identical_to_no_rejection(tmp_path
     a, b = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("on", "off"))
     assert a["candidate_epochs_saved"] == 0 and a["candidate_epochs_spent"] == 6
     assert {k: v for k, v in a.items() if k in b} == b
+
+
+# ------------------------------------------------------------------ schedule space (issue 19)
+
+from lfsearch.experiments.study import run_study  # noqa: E402
+from lfsearch.search.controllers import schedules  # noqa: E402
+
+
+def test_schedule_values_at_given_progress_are_the_hand_computed_ones():
+    lin = {"start": 4.0, "end": 16.0, "shape": "linear"}
+    cos = {"start": 0.0, "end": 0.4, "shape": "cosine"}
+    geo = {"start": 2.0, "end": 32.0, "shape": "log_linear"}
+    step = {"start": 0.1, "end": 0.5, "shape": "step", "at": 0.6}
+    assert [schedules.value(lin, t) for t in (0, 0.25, 0.5, 1)] == [4.0, 7.0, 10.0, 16.0]
+    # 0.4 + (0 − 0.4)(1 + cos(π/4))/2 = 0.2·(1 − √2/2) = 0.0585786...
+    assert schedules.value(cos, 0.25) == pytest.approx(0.2 * (1 - 2 ** 0.5 / 2))
+    assert schedules.value(cos, 0.5) == pytest.approx(0.2)
+    assert (schedules.value(cos, 0), schedules.value(cos, 1)) == (0.0, pytest.approx(0.4))
+    assert schedules.value(geo, 0.25) == pytest.approx(4.0)       # 2·16^(1/4)
+    assert schedules.value(geo, 0.75) == pytest.approx(16.0)
+    assert [schedules.value(step, t) for t in (0.5, 0.6, 1.0)] == [0.1, 0.5, 0.5]
+    assert [schedules.progress(u, 5) for u in range(5)] == [0, 0.25, 0.5, 0.75, 1.0]
+    assert schedules.progress(0, 1) == 0.0
+
+
+def test_the_fixed_controller_replays_a_curve_epoch_by_epoch():
+    specs = config_mod.param_specs(config_mod.load("schedule_cosface"))
+    c = controllers.build("fixed", specs, seed=0, horizon=5,
+                          curve={"m": {"start": 0.0, "end": 0.4, "shape": "linear"},
+                                 "s": {"start": 4.0, "end": 64.0, "shape": "log_linear"}})
+    seen = []
+    for _ in range(5):
+        (p,) = c.sample(1)
+        seen.append((p["m"], p["s"]))
+        c.update([p], [0.5])
+    assert [m for m, _ in seen] == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4])
+    assert [s for _, s in seen] == pytest.approx([4.0, 8.0, 16.0, 32.0, 64.0])  # 4·16^t
+    restored = controllers.build("fixed", specs, seed=0)
+    restored.load_state_dict(c.state_dict())
+    assert restored.sample(1) == c.sample(1)
+    with pytest.raises(ValueError, match=r"curve.m.end = 0.9 is outside \[low, high\] = \[0, 0.6\]"):
+        controllers.build("fixed", specs, seed=0, curve={"m": {"start": 0.0, "end": 0.9}})
+    with pytest.raises(ValueError, match=r"curve.m.shape must be one of linear, cosine, "
+                                         r"log_linear, step"):
+        controllers.build("fixed", specs, seed=0, curve={"m": {"start": 0, "end": 0.1,
+                                                               "shape": "exp"}})
+
+
+def test_a_schedule_run_trains_each_epoch_at_its_progress(tmp_path):
+    config = space("schedule_cosface", epochs=3, candidates=1,
+                   controller={"curve": {"m": {"start": 0.0, "end": 0.3, "shape": "cosine"},
+                                         "s": {"start": 4.0, "end": 16.0,
+                                               "shape": "log_linear"}}})
+    run(config, tmp_path)
+    rows = pd.read_csv(tmp_path / "epochs.csv")
+    assert rows["m"].tolist() == pytest.approx([0.0, 0.15, 0.3])     # t = 0, 1/2, 1
+    assert rows["s"].tolist() == pytest.approx([4.0, 8.0, 16.0])
+    assert config_mod.load(tmp_path / "config.toml")["controller"]["curve"] == \
+        config["controller"]["curve"]
+
+
+def test_a_schedule_study_runs_tiny_trials_with_the_hyperband_pruner(tmp_path):
+    summary = run_study("schedule_cosface", trials=3, epochs=3, out=tmp_path / "study",
+                        pruner="hyperband", threads=torch.get_num_threads())
+    assert summary["settings"]["pruner"] == "hyperband"
+    assert summary["finished_trials"] == 3
+    trials = pd.read_csv(tmp_path / "study" / "trials.csv")
+    assert set(trials["params_m_shape"]) <= {"linear", "cosine", "step"}
+    spent = trials["user_attrs_candidate_epochs"].tolist()
+    assert all(1 <= e <= 3 for e in spent) and summary["candidate_epochs"] == sum(spent)
+    best = trials.loc[trials["value"].idxmax()]
+    rows = pd.read_csv(best["user_attrs_run_dir"] + "/epochs.csv")    # t = 0, then t = 1
+    assert [rows["m"].iloc[0], rows["m"].iloc[-1]] == \
+        pytest.approx([best["params_m_start"], best["params_m_end"]])
+
+
+def test_study_refuses_an_unknown_pruner_and_a_bad_curve_target():
+    config = config_mod.load("schedule_cosface")
+    config["study"] = {"pruner": "asha"}
+    with pytest.raises(ValueError, match=r"study.pruner must be one of median, "
+                                         r"successive_halving, hyperband, none"):
+        config_mod.validate(config, source="bad.toml")
+    config["study"] = {"params": {"x": {"target": "controller.curve.q.start", "low": 0,
+                                        "high": 1}}}
+    with pytest.raises(ValueError, match=r"study.params.x: target 'controller.curve.q.start': "
+                                         r"\[controller.curve\] has m, s"):
+        config_mod.validate(config, source="bad.toml")
