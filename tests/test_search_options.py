@@ -448,9 +448,10 @@ def test_a_candidate_with_a_huge_loss_is_rejected_and_its_compute_counted(tmp_pa
 
 def test_rejection_that_rejects_nobody_is_bit_identical_to_no_rejection(tmp_path, monkeypatch):
     _force(monkeypatch, huge_m=None)  # nobody forced
-    run(space(epochs=2, candidates=3, controller={"reject_after": 0.5,
-                                                  "reject_margin": 1e9}), tmp_path / "on")
-    run(space(epochs=2, candidates=3), tmp_path / "off")
+    training = {"batch_size": 256}
+    run(space(epochs=2, candidates=3, controller={"reject_after": 0.5, "reject_margin": 1e9},
+              training=training), tmp_path / "on")
+    run(space(epochs=2, candidates=3, training=training), tmp_path / "off")
     on, off = (pd.read_csv(tmp_path / d / "epochs.csv") for d in ("on", "off"))
     assert (on["status"] == "ok").all()
     pd.testing.assert_frame_equal(on.drop(columns="steps"), off, check_exact=True)
@@ -529,7 +530,8 @@ def test_a_schedule_study_runs_tiny_trials_with_the_hyperband_pruner(tmp_path):
     assert set(trials["params_m_shape"]) <= {"linear", "cosine", "step"}
     spent = trials["user_attrs_candidate_epochs"].tolist()
     assert all(1 <= e <= 3 for e in spent) and summary["candidate_epochs"] == sum(spent)
-    best = trials.loc[trials["value"].idxmax()]
+    complete = trials[trials["state"] == "COMPLETE"]
+    best = complete.loc[complete["value"].idxmax()]
     rows = pd.read_csv(best["user_attrs_run_dir"] + "/epochs.csv")    # t = 0, then t = 1
     assert [rows["m"].iloc[0], rows["m"].iloc[-1]] == \
         pytest.approx([best["params_m_start"], best["params_m_end"]])
