@@ -16,6 +16,7 @@ import threading
 from lfsearch import losses as losses_mod
 from lfsearch.search import config as config_mod
 from lfsearch.search import spaces as spaces_mod
+from lfsearch.search import study_section
 
 
 class Terminated(KeyboardInterrupt):
@@ -53,8 +54,9 @@ def _cmd_spaces(args: argparse.Namespace) -> int:
     return 0
 
 
-def _format_params(params: dict[str, float], limit: int = 4) -> str:
-    items = [f"{k}={v:.3g}" for k, v in list(params.items())[:limit]]
+def _format_params(params: dict[str, float | str], limit: int = 4) -> str:
+    items = [f"{k}={v}" if isinstance(v, str) else f"{k}={v:.3g}"
+             for k, v in list(params.items())[:limit]]
     return ",".join(items) + (",..." if len(params) > limit else "")
 
 
@@ -398,8 +400,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "postgresql://USER[:PASSWORD]@HOST[:PORT]/DB (several machines)")
     p.add_argument("--study-name", help="default <method>-<benchmark>")
     p.add_argument("--out", help="study folder (default runs/<study-name>)")
-    p.add_argument("--pruner", choices=["median", "none"], help="default: the file's [study] "
-                   "pruner, median")
+    p.add_argument("--pruner", choices=list(study_section.PRUNERS), help="default: the file's "
+                   "[study] pruner, median (successive_halving, hyperband: multi-fidelity over "
+                   "the epochs)")
     p.add_argument("--quiet", action="store_true", help="no line per trial")
     p.set_defaults(func=_cmd_study)
 

@@ -421,7 +421,7 @@ def test_optuna_leaves_logging_as_it_was():
 @pytest.mark.parametrize("call, message", [
     (lambda: controllers.build("cmaes", [X], seed=0), r"kind must be one of \['fixed', 'random'"),
     (lambda: controllers.build("reinforce", [X], seed=0, sigmaa=0.1), r"unknown setting.*'sigmaa'.*allowed"),
-    (lambda: controllers.build("fixed", [X], seed=0, sigma=0.1), r"unknown setting.*allowed: \['schedule'\]"),
+    (lambda: controllers.build("fixed", [X], seed=0, sigma=0.1), r"unknown setting.*allowed: \['schedule', 'curve'\]"),
     (lambda: controllers.build("reinforce", [X], seed=0, optimizer="rmsprop"),
      r"optimizer must be one of \['adam', 'sgd'\]"),
     (lambda: controllers.build("reinforce", [X], seed=0, reward_normalisation="minmax"),

@@ -111,6 +111,15 @@ def test_reward_pairs_needs_labelled_verification_splits():
     ("controller", {"interval": 0}, r"controller.interval must be an integer >= 1"),
     ("controller", {"baseline": "median"}, r"baseline must be one of \['batch_mean', 'ema'"),
     ("controller", {"sigma_final": 2.0}, r"sigma_final must be > 0 and <= 1"),
+    ("controller", {"broadcast": "mean"}, r"controller.broadcast must be one of best, "
+                                          r"top_k_average, ema \(got 'mean'\)"),
+    ("controller", {"broadcast_k": 9}, r"controller.broadcast_k must be an integer in \[2, "
+                                       r"candidates\] = \[2, 4\]"),
+    ("controller", {"broadcast_decay": 1.0}, r"controller.broadcast_decay must be a number in "
+                                             r"\[0, 1\)"),
+    ("controller", {"reject_after": 1.0}, r"controller.reject_after must be a fraction of an "
+                                          r"epoch in \[0, 1\)"),
+    ("controller", {"reject_margin": -1}, r"controller.reject_margin must be a number >= 0"),
 ])
 def test_bad_options_are_one_line_errors_naming_the_field(section, values, message):
     config = config_mod.load("search_softmax")
@@ -259,3 +268,283 @@ def test_interval_on_the_distributed_path_matches_one_process(tmp_path, monkeypa
     for name in ("epochs.csv", "controller.csv", "results.json"):
         assert (tmp_path / "dist" / name).read_text() == \
             (tmp_path / "single" / name).read_text(), name
+
+
+# ------------------------------------------------------------------ broadcast (issue 19)
+
+from lfsearch.losses.modulated import Modulated  # noqa: E402
+from lfsearch.search import broadcast as broadcast_mod  # noqa: E402
+from lfsearch.search import rejection  # noqa: E402
+
+
+def _state(w, mean, tracked, head, log_a, momentum):
+    return {"model": {"w": torch.tensor(w), "bn.running_mean": torch.tensor(mean),
+                      "bn.num_batches_tracked": torch.tensor(tracked)},
+            "loss": {"weight": torch.tensor(head), "log_a": torch.tensor(log_a),
+                     "_extra_state": {"values": {"m": log_a[0]}}},
+            "optimizer": {"state": {0: {"momentum_buffer": torch.tensor(momentum)}},
+                          "param_groups": [{"lr": 0.1, "params": [0]}]}}
+
+
+def test_average_of_two_known_states_is_the_hand_computed_one():
+    best = _state([1.0, 2.0], [0.0, 4.0], 3, [[1.0, 3.0]], [0.5], [1.0, 1.0])
+    other = _state([3.0, 6.0], [2.0, 0.0], 5, [[3.0, 7.0]], [0.25], [9.0, 9.0])
+    avg = broadcast_mod.average([best, other], loss_parameters={"weight"})
+    assert avg["model"]["w"].tolist() == [2.0, 4.0]                  # (1+3)/2, (2+6)/2
+    assert avg["model"]["bn.running_mean"].tolist() == [1.0, 2.0]    # running stats averaged
+    assert int(avg["model"]["bn.num_batches_tracked"]) == 3          # integer buffer: the best's
+    assert avg["loss"]["weight"].tolist() == [[2.0, 5.0]]            # the class head averaged
+    assert avg["loss"]["log_a"].tolist() == [0.5]                    # loss buffers: the best's
+    assert avg["loss"]["_extra_state"] == {"values": {"m": 0.5}}
+    assert avg["optimizer"]["state"][0]["momentum_buffer"].tolist() == [1.0, 1.0]  # the best's
+    assert best["model"]["w"].tolist() == [1.0, 2.0]                 # inputs untouched
+
+
+def test_ema_of_weights_is_the_hand_computed_one():
+    first = _state([1.0, 2.0], [0.0, 4.0], 3, [[1.0, 3.0]], [0.5], [1.0, 1.0])
+    second = _state([3.0, 6.0], [2.0, 0.0], 5, [[3.0, 7.0]], [0.25], [9.0, 9.0])
+    ema = broadcast_mod.ema_update(None, first, 0.75, {"weight"})
+    assert set(ema) == {"model", "loss"} and ema["model"]["w"].tolist() == [1.0, 2.0]
+    ema = broadcast_mod.ema_update(ema, second, 0.75, {"weight"})
+    # 0.75·ema + 0.25·best
+    assert ema["model"]["w"].tolist() == [1.5, 3.0]
+    assert ema["model"]["bn.running_mean"].tolist() == [0.5, 3.0]
+    assert ema["loss"]["weight"].tolist() == [[1.5, 4.0]]
+    assert int(ema["model"]["bn.num_batches_tracked"]) == 5 and ema["loss"]["log_a"].tolist() \
+        == [0.25]                                                      # the newest best's
+
+
+def test_top_k_average_starts_the_next_epoch_from_the_mean_of_the_two_best(tmp_path,
+                                                                          monkeypatch):
+    epochs = []
+    real_run_epoch = Search.run_epoch
+
+    def record(self, trainee, start, epoch, params, on_candidate, keep_all=False):
+        results = real_run_epoch(self, trainee, start, epoch, params, on_candidate, keep_all)
+        epochs.append((keep_all, results))
+        return results
+
+    monkeypatch.setattr(Search, "run_epoch", record)
+    config = space(epochs=1, candidates=3, controller={"broadcast": "top_k_average",
+                                                       "broadcast_k": 2})
+    run(config, tmp_path)
+    (keep_all, results), = epochs
+    assert keep_all and all(r.state is not None for r in results)
+    order = sorted(range(3), key=lambda i: -results[i].reward)
+    a, b = results[order[0]].state, results[order[1]].state
+    start = torch.load(tmp_path / "checkpoint.pt", weights_only=False)["state"]
+    for name, value in start["model"].items():
+        if value.is_floating_point():
+            assert torch.equal(value, a["model"][name] * 0.5 + b["model"][name] * 0.5), name
+        else:
+            assert torch.equal(value, a["model"][name]), name
+    assert torch.equal(start["loss"]["weight"], (a["loss"]["weight"] + b["loss"]["weight"]) / 2)
+    rows = pd.read_csv(tmp_path / "epochs.csv")
+    assert rows["averaged"].tolist() == [i in order[:2] for i in range(3)]
+    assert rows["chosen"].tolist() == [i == order[0] for i in range(3)]
+    results_json = json.loads((tmp_path / "results.json").read_text())
+    assert results_json["broadcast"] == "top_k_average"
+    assert results_json["chosen_validation_reward"] == results[order[0]].reward
+    assert results_json["final_validation_reward"] == \
+        pd.read_csv(tmp_path / "controller.csv")["broadcast_reward"].iloc[-1]
+
+
+def test_ema_resumes_bit_identical_to_an_uninterrupted_run(tmp_path):
+    config = space(epochs=3, candidates=2, controller={"broadcast": "ema",
+                                                       "broadcast_decay": 0.5},
+                   training={"batch_size": 256})
+    run(config, tmp_path / "whole")
+
+    def stop_in_epoch_2(event):
+        if event.kind == "candidate" and event.epoch == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        run(config, tmp_path / "stopped", progress=stop_in_epoch_2)
+    stopped = tmp_path / "stopped"
+    assert "ema" in torch.load(stopped / "checkpoint.pt", weights_only=False)
+    search("search_softmax", out=stopped, resume=True)
+    for name in ("epochs.csv", "controller.csv", "results.json"):
+        assert (stopped / name).read_text() == (tmp_path / "whole" / name).read_text(), name
+    a, b = (torch.load(d / "checkpoint.pt", weights_only=False)["ema"]
+            for d in (stopped, tmp_path / "whole"))
+    for part in ("model", "loss"):
+        for name, value in a[part].items():
+            if isinstance(value, torch.Tensor):
+                assert torch.equal(value, b[part][name]), name
+    # the tested model is the EMA, not the last best: its reward is the one reported
+    whole = json.loads((tmp_path / "whole" / "results.json").read_text())
+    assert whole["final_validation_reward"] != whole["chosen_validation_reward"]
+
+
+# ------------------------------------------------------------------ early rejection (issue 19)
+
+
+@pytest.mark.parametrize("training, candidates, message", [
+    ({"packing": "packed"}, 4, r"training.packing must be auto or sequential with "
+                               r"controller.reject_after > 0"),
+    ({}, 2, r"controller.candidates must be an integer >= 3 with reject_after > 0"),
+])
+def test_rejection_refuses_the_packed_path_and_two_candidates(training, candidates, message):
+    config = config_mod.load("search_softmax")
+    config["controller"].update(reject_after=0.25, candidates=candidates)
+    config["training"].update(training)
+    with pytest.raises(ValueError, match=message) as info:
+        config_mod.validate(config, source="bad.toml")
+    assert "\n" not in str(info.value)
+
+
+def test_rejection_rule_median_plus_margin_mad_by_hand():
+    # L = 1.0, 1.2, 5.0: median 1.2, |L - med| = 0.2, 0, 3.8 -> MAD 0.2; 1.2 + 3·0.2 = 1.8
+    assert rejected_at([1.0, 1.2, 5.0], 3.0) == {2}
+    assert rejected_at([1.0, 1.2, 1.7], 3.0) == set()     # 1.7 <= 1.8
+    assert rejected_at([1.0, 1.2, 1.9], 3.0) == {2}       # 1.9 >  1.8 (MAD 0.2 again)
+    assert rejected_at([1.0, None, 9.0], 0.0) == set()    # fewer than three judged
+    assert rejection.reject_step(0.25, 16) == 4 and rejection.reject_step(0.01, 16) == 1
+
+
+def rejected_at(losses, margin):
+    return rejection.rejected(losses, margin)
+
+
+FORCED = [{"s": 8.0, "m": 0.1}, {"s": 8.0, "m": 0.2}, {"s": 8.0, "m": 0.3}]
+
+
+def _force(monkeypatch, huge_m):
+    """Candidates FORCED; the one with m = huge_m gets +1000 on its training loss (the same
+    gradients: it trains exactly as it would, with a far worse running loss)."""
+    monkeypatch.setattr(controllers.ReinforceController, "sample",
+                        lambda self, n: [dict(p) for p in FORCED[:n]])
+    forward = Modulated.forward
+
+    def forced(self, embeddings, labels):
+        value = forward(self, embeddings, labels)
+        return value + 1000.0 if self.training and self.get_params()["m"] == huge_m else value
+
+    monkeypatch.setattr(Modulated, "forward", forced)
+
+
+def test_a_candidate_with_a_huge_loss_is_rejected_and_its_compute_counted(tmp_path,
+                                                                          monkeypatch):
+    _force(monkeypatch, huge_m=0.3)
+    options = {"reject_after": 0.25, "reject_margin": 3.0}
+    run(space(epochs=1, candidates=3, controller=options), tmp_path / "reject")
+    run(space(epochs=1, candidates=3), tmp_path / "plain")
+    rows = pd.read_csv(tmp_path / "reject" / "epochs.csv")
+    plain = pd.read_csv(tmp_path / "plain" / "epochs.csv")
+    steps = len(data.load("digits", seed=3).train) // 64    # batch_size 64 of search_softmax
+    n = -(-steps // 4)                                        # ⌈0.25·S⌉
+    assert rows["status"].tolist() == ["ok", "ok", "rejected"]
+    assert rows["steps"].tolist() == [steps, steps, n]
+    assert rows["reward"].iloc[2] == 0.0 and not rows["chosen"].iloc[2]
+    assert rows["train_loss"].iloc[2] > 1000
+    for column in ("reward", "train_loss", "val/roc_auc"):    # the others are unchanged
+        assert rows[column].iloc[:2].tolist() == plain[column].iloc[:2].tolist(), column
+    results = json.loads((tmp_path / "reject" / "results.json").read_text())
+    assert results["steps_per_epoch"] == steps and results["rejected"] == 1
+    assert results["candidate_epochs_saved"] == pytest.approx((steps - n) / steps)
+    assert results["candidate_epochs_spent"] == pytest.approx(2 + n / steps)
+
+
+def test_rejection_that_rejects_nobody_is_bit_identical_to_no_rejection(tmp_path, monkeypatch):
+    _force(monkeypatch, huge_m=None)  # nobody forced
+    training = {"batch_size": 256}
+    run(space(epochs=2, candidates=3, controller={"reject_after": 0.5, "reject_margin": 1e9},
+              training=training), tmp_path / "on")
+    run(space(epochs=2, candidates=3, training=training), tmp_path / "off")
+    on, off = (pd.read_csv(tmp_path / d / "epochs.csv") for d in ("on", "off"))
+    assert (on["status"] == "ok").all()
+    pd.testing.assert_frame_equal(on.drop(columns="steps"), off, check_exact=True)
+    assert (tmp_path / "on" / "controller.csv").read_text() == \
+        (tmp_path / "off" / "controller.csv").read_text()
+    a, b = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("on", "off"))
+    assert a["candidate_epochs_saved"] == 0 and a["candidate_epochs_spent"] == 6
+    assert {k: v for k, v in a.items() if k in b} == b
+
+
+# ------------------------------------------------------------------ schedule space (issue 19)
+
+from lfsearch.experiments.study import run_study  # noqa: E402
+from lfsearch.search.controllers import schedules  # noqa: E402
+
+
+def test_schedule_values_at_given_progress_are_the_hand_computed_ones():
+    lin = {"start": 4.0, "end": 16.0, "shape": "linear"}
+    cos = {"start": 0.0, "end": 0.4, "shape": "cosine"}
+    geo = {"start": 2.0, "end": 32.0, "shape": "log_linear"}
+    step = {"start": 0.1, "end": 0.5, "shape": "step", "at": 0.6}
+    assert [schedules.value(lin, t) for t in (0, 0.25, 0.5, 1)] == [4.0, 7.0, 10.0, 16.0]
+    # 0.4 + (0 − 0.4)(1 + cos(π/4))/2 = 0.2·(1 − √2/2) = 0.0585786...
+    assert schedules.value(cos, 0.25) == pytest.approx(0.2 * (1 - 2 ** 0.5 / 2))
+    assert schedules.value(cos, 0.5) == pytest.approx(0.2)
+    assert (schedules.value(cos, 0), schedules.value(cos, 1)) == (0.0, pytest.approx(0.4))
+    assert schedules.value(geo, 0.25) == pytest.approx(4.0)       # 2·16^(1/4)
+    assert schedules.value(geo, 0.75) == pytest.approx(16.0)
+    assert [schedules.value(step, t) for t in (0.5, 0.6, 1.0)] == [0.1, 0.5, 0.5]
+    assert [schedules.progress(u, 5) for u in range(5)] == [0, 0.25, 0.5, 0.75, 1.0]
+    assert schedules.progress(0, 1) == 0.0
+
+
+def test_the_fixed_controller_replays_a_curve_epoch_by_epoch():
+    specs = config_mod.param_specs(config_mod.load("schedule_cosface"))
+    c = controllers.build("fixed", specs, seed=0, horizon=5,
+                          curve={"m": {"start": 0.0, "end": 0.4, "shape": "linear"},
+                                 "s": {"start": 4.0, "end": 64.0, "shape": "log_linear"}})
+    seen = []
+    for _ in range(5):
+        (p,) = c.sample(1)
+        seen.append((p["m"], p["s"]))
+        c.update([p], [0.5])
+    assert [m for m, _ in seen] == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4])
+    assert [s for _, s in seen] == pytest.approx([4.0, 8.0, 16.0, 32.0, 64.0])  # 4·16^t
+    restored = controllers.build("fixed", specs, seed=0)
+    restored.load_state_dict(c.state_dict())
+    assert restored.sample(1) == c.sample(1)
+    with pytest.raises(ValueError, match=r"curve.m.end = 0.9 is outside \[low, high\] = \[0, 0.6\]"):
+        controllers.build("fixed", specs, seed=0, curve={"m": {"start": 0.0, "end": 0.9}})
+    with pytest.raises(ValueError, match=r"curve.m.shape must be one of linear, cosine, "
+                                         r"log_linear, step"):
+        controllers.build("fixed", specs, seed=0, curve={"m": {"start": 0, "end": 0.1,
+                                                               "shape": "exp"}})
+
+
+def test_a_schedule_run_trains_each_epoch_at_its_progress(tmp_path):
+    config = space("schedule_cosface", epochs=3, candidates=1,
+                   controller={"curve": {"m": {"start": 0.0, "end": 0.3, "shape": "cosine"},
+                                         "s": {"start": 4.0, "end": 16.0,
+                                               "shape": "log_linear"}}})
+    run(config, tmp_path)
+    rows = pd.read_csv(tmp_path / "epochs.csv")
+    assert rows["m"].tolist() == pytest.approx([0.0, 0.15, 0.3])     # t = 0, 1/2, 1
+    assert rows["s"].tolist() == pytest.approx([4.0, 8.0, 16.0])
+    assert config_mod.load(tmp_path / "config.toml")["controller"]["curve"] == \
+        config["controller"]["curve"]
+
+
+def test_a_schedule_study_runs_tiny_trials_with_the_hyperband_pruner(tmp_path):
+    summary = run_study("schedule_cosface", trials=3, epochs=3, out=tmp_path / "study",
+                        pruner="hyperband", threads=torch.get_num_threads())
+    assert summary["settings"]["pruner"] == "hyperband"
+    assert summary["finished_trials"] == 3
+    trials = pd.read_csv(tmp_path / "study" / "trials.csv")
+    assert set(trials["params_m_shape"]) <= {"linear", "cosine", "step"}
+    spent = trials["user_attrs_candidate_epochs"].tolist()
+    assert all(1 <= e <= 3 for e in spent) and summary["candidate_epochs"] == sum(spent)
+    complete = trials[trials["state"] == "COMPLETE"]
+    best = complete.loc[complete["value"].idxmax()]
+    rows = pd.read_csv(best["user_attrs_run_dir"] + "/epochs.csv")    # t = 0, then t = 1
+    assert [rows["m"].iloc[0], rows["m"].iloc[-1]] == \
+        pytest.approx([best["params_m_start"], best["params_m_end"]])
+
+
+def test_study_refuses_an_unknown_pruner_and_a_bad_curve_target():
+    config = config_mod.load("schedule_cosface")
+    config["study"] = {"pruner": "asha"}
+    with pytest.raises(ValueError, match=r"study.pruner must be one of median, "
+                                         r"successive_halving, hyperband, none"):
+        config_mod.validate(config, source="bad.toml")
+    config["study"] = {"params": {"x": {"target": "controller.curve.q.start", "low": 0,
+                                        "high": 1}}}
+    with pytest.raises(ValueError, match=r"study.params.x: target 'controller.curve.q.start': "
+                                         r"\[controller.curve\] has m, s"):
+        config_mod.validate(config, source="bad.toml")

@@ -196,7 +196,7 @@ def test_a_study_table_is_validated_filled_and_round_trips(tmp_path):
     ("[study.params.x]\ntarget = 'run.seed'\nlow = 0\nhigh = 9\n", "study.params.x"),
     ("[study.params.m]\nlow = 0.1\nhigh = 0.5\nlog = true\nstep = 0.1\n", "study.params.m"),
     ("[study.params.m]\nlow = 0.1\nhigh = 0.5\nlo = 1\n", "study.params.m"),
-    ("[study]\npruner = 'hyperband'\n", "study.pruner"),
+    ("[study]\npruner = 'asha'\n", "study.pruner"),
     ("[study]\ntrials = 3\n", "study.trials"),
 ])
 def test_bad_study_tables_name_the_field_and_the_file(tmp_path, table, field):

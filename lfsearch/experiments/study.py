@@ -30,9 +30,13 @@ s in [s/2, 2s] (log); a searching controller (random, reinforce, optuna) studies
 [2, 8] plus sigma and lr in [v/3, 3v] (log) where the file sets them. Every trial of a study
 uses the same run seed (common random numbers: trials differ only by their values).
 
-The [study] table also takes ``pruner`` = "median" | "none" [median], ``pruner_startup_trials``
-[3] (trials finished before any is pruned), ``pruner_warmup_epochs`` [0] (epochs of a trial
-never pruned) and ``sampler_startup_trials`` [5] (random trials before TPE models the rest).
+The [study] table also takes ``pruner`` = "median" | "successive_halving" | "hyperband" |
+"none" [median], ``pruner_startup_trials`` [3] (median: trials finished before any is
+pruned), ``pruner_warmup_epochs`` [0] (median: epochs of a trial never pruned; successive
+halving and Hyperband: their min_resource, at least 1; Hyperband's max_resource is the run's
+epochs) and ``sampler_startup_trials`` [5] (random trials before TPE models the rest). Every
+trial records ``candidate_epochs`` (a pruned one: those it spent), and study.json sums them,
+so studies and searches compare at equal compute.
 
 Storage: a SQLite file DIR/study.db by default (``optuna-dashboard sqlite:///DIR/study.db``),
 any Optuna RDB URL (``postgresql://user@host/db`` for several machines; heartbeats fail the
@@ -258,7 +262,7 @@ def run_study(space: str | os.PathLike, *, trials: int, benchmark: str | None = 
         study = optuna.create_study(
             storage=storage_obj, study_name=name, direction="maximize", load_if_exists=True,
             sampler=_per_trial_tpe(run_seed, settings["sampler_startup_trials"]),
-            pruner=_pruner(settings))
+            pruner=_pruner(settings, config["training"]["epochs"]))
     if study.direction != optuna.study.StudyDirection.MAXIMIZE:
         raise ValueError(f"study {name!r} in {label} minimises; lfsearch studies maximise the "
                          "validation reward: give another --study-name")
@@ -302,10 +306,13 @@ def run_study(space: str | os.PathLike, *, trials: int, benchmark: str | None = 
                             epochs=event.epochs, value=float(event.reward), target=trials))
             with shield.writing():
                 prune = not last and trial.should_prune()
-            if prune:
+            if prune:  # the candidate-epochs it spent, to compare studies at equal compute
+                with shield.writing():
+                    trial.set_user_attr("candidate_epochs",
+                                        (event.epoch + 1) * trial_config["controller"]["candidates"])
                 raise optuna.TrialPruned(f"epoch {event.epoch + 1}/{event.epochs}: validation "
-                                         f"reward {event.reward:.4f} below the median of the "
-                                         "earlier trials at that epoch")
+                                         f"reward {event.reward:.4f} pruned by the "
+                                         f"{settings['pruner']} pruner")
 
         with shield.training():
             results = Search(trial_config, run_dir, on_progress).run()

@@ -135,6 +135,9 @@ def export(study: Any, folder: Path, config: dict[str, Any], params: list[StudyP
         "states": {k: v for k, v in counts.items() if v},
         "params": {p.name: p.as_table() for p in params}, "settings": settings,
         "figures": [str(p.relative_to(folder)) for p in figures], "best": None,
+        # every trial's spent compute, a pruned trial's up to where it stopped
+        "candidate_epochs": sum(int(t.user_attrs.get("candidate_epochs", 0))
+                                for t in all_trials),
         "lfsearch": lfsearch.__version__,
     }
     complete = [t for t in all_trials if t.state == TrialState.COMPLETE]
@@ -149,7 +152,8 @@ def export(study: Any, folder: Path, config: dict[str, Any], params: list[StudyP
                 "name": f"{config['method']['name']}-study-best",
                 "description": f"Best trial {best.number} of study {study.study_name!r} "
                                f"(validation reward {best.value:.4f}): "
-                               + ", ".join(f"{k} = {v:.6g}" for k, v in best.params.items()),
+                               + ", ".join(f"{k} = {v}" if isinstance(v, str) else
+                                           f"{k} = {v:.6g}" for k, v in best.params.items()),
             }
             config_mod.dump(best_config, folder / "best.toml")
     config_mod.atomic_write_text(folder / "study.json",

@@ -231,11 +231,22 @@ def _per_trial_tpe(seed: int, n_startup_trials: int):
     return PerTrialSeededTPE()
 
 
-def _pruner(settings: dict[str, Any]):
+def _pruner(settings: dict[str, Any], epochs: int | None = None):
+    """The study's pruner. Each trial reports its reward at steps 0 .. E−1 (its epochs):
+    successive_halving and hyperband take min_resource = max(1, pruner_warmup_epochs),
+    reduction factor 3; hyperband's max_resource is E (epochs), or Optuna's "auto"."""
     import optuna
 
     if settings["pruner"] == "none":
         return optuna.pruners.NopPruner()
+    min_resource = max(1, settings["pruner_warmup_epochs"])
+    if settings["pruner"] == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=min_resource,
+                                                      reduction_factor=3)
+    if settings["pruner"] == "hyperband":
+        return optuna.pruners.HyperbandPruner(
+            min_resource=min_resource, max_resource=epochs if epochs else "auto",
+            reduction_factor=3)
     return optuna.pruners.MedianPruner(n_startup_trials=settings["pruner_startup_trials"],
                                        n_warmup_steps=settings["pruner_warmup_epochs"])
 

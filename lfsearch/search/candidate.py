@@ -50,9 +50,10 @@ class CandidateResult:
     params: dict[str, float]
     reward: float
     train_loss: float
-    status: str  # "ok" or "diverged"
+    status: str  # "ok", "diverged" or "rejected" (search/rejection.py)
     metrics: dict[str, float] = field(default_factory=dict)
     state: dict[str, Any] | None = None
+    steps: int | None = None  # optimiser steps taken (recorded with early rejection)
 
 
 @dataclass
@@ -135,6 +136,31 @@ def train_one_epoch(trainee: Trainee, train: data.LabelledImages, *, batch_size:
     step whose gradients overflow is skipped while the scale halves. The loss statistics
     stay on the device and are read every step_stats.READ_EVERY steps (search/step_stats.py):
     a non-finite loss is found at the next read, not at once."""
+    stats = step_stats.StepStats(1, train.device)  # loss statistics on the device
+    for step in epoch_steps(trainee, train, batch_size=batch_size, generator=generator, lr=lr,
+                            augment=augment, autocast_dtype=autocast_dtype):
+        if step is None:
+            return float("nan"), "diverged"
+        stats.add(step[0].reshape(1), step[1])
+        if stats.due() and not stats.read()[0]:
+            return float("nan"), "diverged"  # found late: the state is never kept
+    return stats.result()[0]
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    """Optimiser steps of one epoch: ⌊n / batch_size⌋ (the last short batch is dropped), or 1
+    when the whole split is smaller than one batch."""
+    return n // batch_size if n > batch_size else 1
+
+
+def epoch_steps(trainee: Trainee, train: data.LabelledImages, *, batch_size: int,
+                generator: torch.Generator, lr: float, augment: str = "none",
+                autocast_dtype: torch.dtype | None = None):
+    """The steps of `train_one_epoch`, one per next(): each yields (batch loss as a 0-d device
+    tensor, batch size) after its optimiser step, or None when the embeddings turned
+    non-finite (then it stops). No host read per step: the caller checks the loss. A paused
+    iterator continues where it stopped once the trainee holds its state again
+    (search/rejection.py)."""
     for group in trainee.optimizer.param_groups:
         group["lr"] = lr
     trainee.model.train()
@@ -145,7 +171,6 @@ def train_one_epoch(trainee: Trainee, train: data.LabelledImages, *, batch_size:
     if autocast_dtype == torch.float16 and trainee.scaler is None:
         trainee.scaler = make_grad_scaler(train.device)
     scaler = trainee.scaler if autocast_dtype == torch.float16 else None
-    stats = step_stats.StepStats(1, train.device)  # loss statistics on the device
     checked = None  # the loss checks its inputs on the first batch only (a host sync)
     try:
         for images, labels in data.batches(train, batch_size, generator=generator,
@@ -157,7 +182,8 @@ def train_one_epoch(trainee: Trainee, train: data.LabelledImages, *, batch_size:
                     value = trainee.loss(embeddings, labels)
                 except ValueError:
                     if not bool(torch.isfinite(embeddings).all()):  # weights blew up
-                        return float("nan"), "diverged"
+                        yield None
+                        return
                     raise
             if checked is None:
                 checked = step_stats.set_validate([trainee.loss], False)
@@ -169,12 +195,9 @@ def train_one_epoch(trainee: Trainee, train: data.LabelledImages, *, batch_size:
             else:
                 value.backward()
                 trainee.optimizer.step()
-            stats.add(value.detach().reshape(1), len(labels))
-            if stats.due() and not stats.read()[0]:
-                return float("nan"), "diverged"  # found late: the state is never kept
+            yield value.detach(), len(labels)
     finally:
         step_stats.restore_validate(checked or [])
-    return stats.result()[0]
 
 
 def finite_state(trainee: Trainee) -> bool:
@@ -222,7 +245,7 @@ def starts_of(start: dict[str, Any] | list[dict[str, Any] | None], m: int,
 
 def skipped(values: dict[str, float]) -> CandidateResult:
     """The result of a candidate that diverged earlier in its interval (not trained again)."""
-    return CandidateResult(dict(values), WORST_REWARD, float("nan"), "diverged")
+    return CandidateResult(dict(values), WORST_REWARD, float("nan"), "diverged", steps=0)
 
 def record_candidate(results: list[CandidateResult], values: dict[str, float], train_loss: float,
                      status: str, trainee: Trainee, validations: list[Validation],

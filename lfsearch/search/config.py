@@ -7,6 +7,8 @@ the reward and the training defaults::
     [loss]        name = "<losses.available() member>", plus fixed arguments of that loss
     [loss.params.<p>]  init, low, high, log = false, count = 1   (count = K expands to p_0..p_{K-1})
     [controller]  kind = fixed|random|reinforce|optuna, candidates = M, interval = k (1),
+                  broadcast = best|top_k_average|ema, broadcast_k (2), broadcast_decay (0.9),
+                  reject_after = f (0: off), reject_margin = c (3.0) (SEARCH_OPTIONS),
                   plus the kind's settings (lfsearch.search.controllers)
     [reward]      metric = "auto" | one of REWARD_METRICS, pairs = N (0: the split's own),
                   validation = [{benchmark = "main", weight = 1.0}]
@@ -39,9 +41,10 @@ import tomli_w
 
 from lfsearch import losses, models
 from lfsearch.search import controllers, study_section
+from lfsearch.search.broadcast import BROADCASTS
+from lfsearch.search.controllers import ParamSpec
 
 log = logging.getLogger(__name__)
-from lfsearch.search.controllers import ParamSpec
 
 
 def _spaces_dir() -> Path:
@@ -218,10 +221,53 @@ def loss_arguments(config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in config["loss"].items() if k not in ("name", "params")}
 
 
+#: [controller] keys read by the search loop, not the controller (docs/search.md), and their
+#: defaults (a key left out of the file stays out of config.toml)
+SEARCH_OPTIONS: dict[str, Any] = {"broadcast": "best", "broadcast_k": 2, "broadcast_decay": 0.9,
+                                  "reject_after": 0.0, "reject_margin": 3.0}
+
+
+def search_option(config: dict[str, Any], key: str) -> Any:
+    """A [controller] search option (SEARCH_OPTIONS), or its default."""
+    return config["controller"].get(key, SEARCH_OPTIONS[key])
+
+
 def controller_settings(config: dict[str, Any]) -> dict[str, Any]:
-    """The controller's own settings: [controller] without kind, candidates and interval."""
+    """The controller's own settings: [controller] without kind, candidates, interval and the
+    search options (SEARCH_OPTIONS)."""
     return {k: v for k, v in config["controller"].items()
-            if k not in ("kind", "candidates", "interval")}
+            if k not in ("kind", "candidates", "interval") and k not in SEARCH_OPTIONS}
+
+
+def _check_search_options(config: dict[str, Any], source: str) -> None:
+    """broadcast, broadcast_k, broadcast_decay, reject_after, reject_margin of [controller]."""
+    c = config["controller"]
+    broadcast = c.get("broadcast", "best")
+    _require(broadcast in BROADCASTS, source, "controller.broadcast",
+             f"one of {', '.join(BROADCASTS)} (got {broadcast!r})")
+    k = c.get("broadcast_k", 2)
+    _require(isinstance(k, int) and not isinstance(k, bool) and 2 <= k <= max(c["candidates"], 2),
+             source, "controller.broadcast_k",
+             f"an integer in [2, candidates] = [2, {c['candidates']}] (got {k!r})")
+    _require(broadcast != "top_k_average" or c["candidates"] >= 2, source,
+             "controller.candidates", "an integer >= 2 with broadcast = \"top_k_average\" "
+             f"(got {c['candidates']})")
+    d = c.get("broadcast_decay", 0.9)
+    _require(_is_number(d) and 0 <= d < 1, source, "controller.broadcast_decay",
+             f"a number in [0, 1) (got {d!r})")
+    f = c.get("reject_after", 0.0)
+    _require(_is_number(f) and 0 <= f < 1, source, "controller.reject_after",
+             f"a fraction of an epoch in [0, 1), 0 for no early rejection (got {f!r})")
+    margin = c.get("reject_margin", 3.0)
+    _require(_is_number(margin) and margin >= 0, source, "controller.reject_margin",
+             f"a number >= 0, MADs above the median training loss (got {margin!r})")
+    if f > 0:
+        _require(c["candidates"] >= 3, source, "controller.candidates",
+                 "an integer >= 3 with reject_after > 0 (a median and MAD of two losses never "
+                 f"single one out; got {c['candidates']})")
+        _require(config["training"]["packing"] != "packed", source, "training.packing",
+                 "auto or sequential with controller.reject_after > 0 (the packed pass computes "
+                 "every candidate's backbone, so a rejected one would save nothing)")
 
 
 def controller_updates(config: dict[str, Any]) -> int:
@@ -439,6 +485,7 @@ def validate(raw: dict[str, Any], source: str = "<config>") -> dict[str, Any]:
     _require(run["device"] in DEVICES, source, "run.device",
              f"one of {', '.join(DEVICES)} (got {run['device']!r})")
     config["run"] = run
+    _check_search_options(config, source)
 
     if "test" in raw:
         config["test"] = _check_test(raw["test"], config, source)

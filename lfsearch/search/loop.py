@@ -26,6 +26,7 @@ one starts again from the same state (the previous best).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -44,6 +45,7 @@ from lfsearch import data, losses, models
 from lfsearch.evaluation import heldout, overlap, validation_pairs
 from lfsearch.evaluation import metrics as metrics_mod
 from lfsearch.search import accel as accel_mod
+from lfsearch.search import broadcast as broadcast_mod
 from lfsearch.search import candidate as candidate_mod
 from lfsearch.search import checkpoint as checkpoint_mod
 from lfsearch.search import config as config_mod
@@ -135,6 +137,14 @@ class Search:
         self.validations = self._validations()
         self.candidates = config["controller"]["candidates"]
         self.interval = config["controller"].get("interval", 1)
+        option = functools.partial(config_mod.search_option, config)
+        self.broadcast = option("broadcast")
+        self.reject = ((option("reject_after"), option("reject_margin"))
+                       if option("reject_after") > 0 else None)
+        if group is not None and (self.broadcast != "best" or self.reject is not None):
+            raise ValueError("controller.broadcast and controller.reject_after need one "
+                             "process; under torchrun allowed: broadcast = \"best\", "
+                             "reject_after = 0")
         self.epochs = training["epochs"]
         self.augment = (self.benchmark.augment if training["augment"] == "auto"
                         else training["augment"])
@@ -245,14 +255,18 @@ class Search:
         def train(indices, on_candidate):
             training = self.config["training"]
             own = start if isinstance(start, dict) else [start[i] for i in indices]
-            population = population_mod.Population.choose(training["packing"], self.device,
-                                                          self.accel, plan=self.packing)
+            packing = training["packing"]
+            if self.reject is not None and packing == "auto":
+                packing = "sequential"  # early rejection saves compute on this path only
+            population = population_mod.Population.choose(packing, self.device, self.accel,
+                                                          plan=self.packing)
             return population.run_epoch(
                 trainee, own, [params[i] for i in indices], train=self.benchmark.train,
                 validations=self.validations, batch_size=self.config["training"]["batch_size"],
                 lr=self.lr_at(epoch), data_seed=derive_seed(self.seed, "data", epoch),
                 candidate_seeds=[derive_seed(self.seed, "candidate", epoch, i) for i in indices],
-                augment=self.augment, on_candidate=on_candidate, keep_all=keep_all)
+                augment=self.augment, on_candidate=on_candidate, keep_all=keep_all,
+                **({"reject": self.reject} if self.reject is not None else {}))
 
         if self.group is not None:
             return distributed_mod.run_epoch(self.group, train, len(params), self.device,
@@ -271,7 +285,12 @@ class Search:
         checkpoint_path = out / checkpoint_mod.NAME
         # a damaged checkpoint.pt is replaced, not kept as checkpoint.prev.pt
         keep_previous = source is None or source.name == checkpoint_mod.NAME
+        option = functools.partial(config_mod.search_option, self.config)
+        broadcast = broadcast_mod.Broadcast(
+            self.broadcast, option("broadcast_k"), option("broadcast_decay"),
+            {n for n, _ in trainee.loss.named_parameters()})
         if ckpt is not None:
+            broadcast.ema = ckpt.get("ema")
             trainee.load(ckpt["state"])
             controller.load_state_dict(ckpt["controller"])
             rows, controller_rows = ckpt["rows"], ckpt["controller_rows"]
@@ -318,7 +337,7 @@ class Search:
                 for e in range(first, end):
                     results = self.run_epoch(trainee, starts, e, params,
                                              lambda i, r, e=e: on_candidate(i, r, e),
-                                             keep_all=e < end - 1)
+                                             keep_all=e < end - 1 or broadcast.keeps_all)
                     interval.append(results)
                     starts = [r.state if r.status == "ok" else None for r in results]
                 results = interval[-1]
@@ -328,24 +347,35 @@ class Search:
                                 "embeddings or weights); the next epoch starts again from the "
                                 "same state", end, self.epochs)
                 else:
-                    start = results[chosen].state
+                    start = broadcast.next_start(results, chosen)
+                extra: dict[str, Any] = {}
+                if self.broadcast != "best":  # the model the rule carries on, on validation
+                    extra["broadcast_reward"] = self._reward(trainee, broadcast.final(start))
+                stopped: dict[int, str] = {}  # rejected earlier in this interval
                 for e, epoch_results in zip(range(first, end), interval):
                     for i, r in enumerate(epoch_results):
+                        status = stopped.get(i, r.status) if r.steps == 0 else r.status
+                        if status == "rejected":
+                            stopped[i] = status
                         rows.append({"epoch": e, "candidate": i, **r.params, "reward": r.reward,
-                                     "train_loss": r.train_loss, "status": r.status,
+                                     "train_loss": r.train_loss, "status": status,
                                      "chosen": i == chosen, "lr": self.lr_at(e),
                                      **({"compete": e == end - 1} if k > 1 else {}),
+                                     **({"averaged": e == end - 1 and i in broadcast.averaged}
+                                        if self.broadcast == "top_k_average" else {}),
+                                     **({"steps": r.steps} if self.reject is not None else {}),
                                      **r.metrics})
                 del interval, starts
                 if not self.writes:
                     continue
                 controller.update([r.params for r in results], [r.reward for r in results])
-                controller_rows.append({**controller.describe(), "epoch": end - 1})
+                controller_rows.append({**controller.describe(), "epoch": end - 1, **extra})
                 _write_csv(out / "epochs.csv", rows)
                 _write_csv(out / "controller.csv", controller_rows)
                 _save_checkpoint(checkpoint_path, {
                     "epoch": end - 1, "state": start, "controller": controller.state_dict(),
-                    "rows": rows, "controller_rows": controller_rows, "config": self.config},
+                    "rows": rows, "controller_rows": controller_rows, "config": self.config,
+                    **({"ema": broadcast.ema} if broadcast.ema is not None else {})},
                     keep_previous=keep_previous)
                 keep_previous = True
                 if self.progress:
@@ -361,14 +391,41 @@ class Search:
 
         if not self.writes:  # rank 0 tests and writes the results
             return {"rank": self.group.rank, "run_dir": str(out)}
-        trainee.load(start)
+        trainee.load(broadcast.final(start))
         results = self._test(trainee, rows)
+        if self.broadcast != "best":
+            results["chosen_validation_reward"] = results["final_validation_reward"]
+            results["final_validation_reward"] = next(
+                (r["broadcast_reward"] for r in reversed(controller_rows)
+                 if "broadcast_reward" in r), None)
+            results["broadcast"] = self.broadcast
+        if self.reject is not None:
+            results.update(self._compute(rows))
         _write_json(out / "results.json", results)
         self._write_discovered(rows)
         manifest.update(status="complete", ended=_now(),
                         search_seconds_this_session=round(time.perf_counter() - t0, 3))
         _write_json(out / "manifest.json", manifest)
         return {**results, "run_dir": str(out)}
+
+    def _reward(self, trainee: candidate_mod.Trainee, state: dict[str, Any]) -> float:
+        """The validation reward of `state` (the worst when it is not finite)."""
+        trainee.load(state)
+        try:
+            return candidate_mod.reward_of(trainee, self.validations)[0]
+        except ValueError:
+            return candidate_mod.WORST_REWARD
+
+    def _compute(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        """Candidate-epochs with early rejection: spent = Σ steps / S over every row, saved =
+        Σ (S − steps) / S over the rejected rows (S: steps per epoch)."""
+        s = candidate_mod.steps_per_epoch(len(self.benchmark.train),
+                                          self.config["training"]["batch_size"])
+        return {"steps_per_epoch": s,
+                "candidate_epochs_spent": round(sum(r["steps"] for r in rows) / s, 6),
+                "candidate_epochs_saved": round(sum(s - r["steps"] for r in rows
+                                                    if r["status"] == "rejected") / s, 6),
+                "rejected": sum(r["status"] == "rejected" for r in rows)}
 
     def _test(self, trainee: candidate_mod.Trainee, rows: list[dict[str, Any]]) -> dict[str, Any]:
         split = self.benchmark.test

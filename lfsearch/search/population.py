@@ -21,6 +21,7 @@ from lfsearch.search.accel import Accel, _images, resolve_mode
 from lfsearch.search.candidate import CandidateResult, Trainee, Validation
 from lfsearch.search.memory import PackingPlan
 from lfsearch.search.packed import run_epoch_packed, run_in_chunks
+from lfsearch.search.rejection import run_epoch_rejecting
 from lfsearch.search.sequential import run_epoch_sequential
 
 
@@ -53,14 +54,19 @@ class Population:
                   *, train: data.LabelledImages, validations: list[Validation], batch_size: int,
                   lr: float, data_seed: int, candidate_seeds: list[int], augment: str = "none",
                   on_candidate: Callable[[int, CandidateResult], None] | None = None,
-                  keep_all: bool = False) -> list[CandidateResult]:
+                  keep_all: bool = False,
+                  reject: tuple[float, float] | None = None) -> list[CandidateResult]:
         """Train every candidate i of `params` for one epoch from `start` (one state, or one per
         candidate; None skips it) and reward it on `validations`; the keyword arguments are
-        those of `run_epoch_sequential`."""
+        those of `run_epoch_sequential`. reject = (reject_after, reject_margin): early
+        rejection (search/rejection.py), sequential path only."""
         kwargs = dict(train=train, validations=validations, batch_size=batch_size, lr=lr,
                       data_seed=data_seed, candidate_seeds=candidate_seeds, augment=augment,
                       on_candidate=on_candidate, keep_all=keep_all)
         accel = self.accel
+        if reject is not None and self.mode == "packed":
+            raise ValueError("controller.reject_after needs training.packing = 'sequential' "
+                             "(the packed pass computes every candidate's backbone anyway)")
         if self.mode == "packed":
             if self.chunk is not None and self.chunk < len(params):
                 return run_in_chunks(trainee, start, params, self.chunk, accel=accel, **kwargs)
@@ -71,4 +77,8 @@ class Population:
             kwargs["train"] = dataclasses.replace(train, images=_images(train.images, accel))
         if accel.compile and getattr(trainee.model, "_compiled_call_impl", None) is None:
             trainee.model.compile()  # in place: the state_dict keys stay as they are
+        if reject is not None:
+            return run_epoch_rejecting(trainee, start, params, reject_after=reject[0],
+                                       reject_margin=reject[1], autocast_dtype=accel.autocast,
+                                       **kwargs)
         return run_epoch_sequential(trainee, start, params, autocast_dtype=accel.autocast, **kwargs)

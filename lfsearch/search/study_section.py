@@ -2,7 +2,8 @@
 
 Each ``[study.params.<name>]`` table becomes a StudyParam: a dotted ``target`` path into the
 configuration (loss.params.<p>[.init|.low|.high], loss.<argument>, controller.<setting>,
-training.<key>), its bounds [low, high], ``log``, ``type`` and ``step``. The running of a
+controller.curve.<p>.<start|end|shape|at>, training.<key>), its bounds [low, high], ``log``,
+``type`` and ``step``; or ``type = "categorical"`` with ``choices`` (a curve's shape). The running of a
 study (Optuna, storage, workers) is lfsearch/experiments/study.py; this module only reads the table.
 
 Dependencies run one way: config.py calls `check_section` while it validates a file and
@@ -18,9 +19,11 @@ from typing import Any, Callable
 
 STUDY_KEYS = ("params", "pruner", "pruner_startup_trials", "pruner_warmup_epochs",
               "sampler_startup_trials")
-PARAM_KEYS = ("target", "low", "high", "log", "type", "step")
-PRUNERS = ("median", "none")
-TYPES = ("float", "int")
+PARAM_KEYS = ("target", "low", "high", "log", "type", "step", "choices")
+#: median: Optuna's MedianPruner; successive_halving and hyperband: its multi-fidelity pruners
+#: over the epochs (the resource), reduction factor 3, min_resource = max(1, warm-up epochs)
+PRUNERS = ("median", "successive_halving", "hyperband", "none")
+TYPES = ("float", "int", "categorical")
 STUDY_DEFAULTS: dict[str, Any] = {"pruner": "median", "pruner_startup_trials": 3,
                                   "pruner_warmup_epochs": 0, "sampler_startup_trials": 5}
 SEARCHING_DEFAULT_CANDIDATES = (2, 8)
@@ -32,14 +35,18 @@ class StudyParam:
 
     name: str
     target: str
-    low: float
-    high: float
+    low: float = 0.0
+    high: float = 0.0
     log: bool = False
     type: str = "float"
     step: float | None = None
+    choices: tuple | None = None  # type "categorical" only
 
-    def suggest(self, trial: Any) -> float | int:
-        """trial.suggest_int / suggest_float over [low, high] (log or stepped)."""
+    def suggest(self, trial: Any) -> Any:
+        """trial.suggest_int / suggest_float over [low, high] (log or stepped), or
+        suggest_categorical over the choices."""
+        if self.type == "categorical":
+            return trial.suggest_categorical(self.name, list(self.choices))
         if self.type == "int":
             return trial.suggest_int(self.name, int(self.low), int(self.high),
                                      step=int(self.step or 1), log=self.log)
@@ -48,6 +55,8 @@ class StudyParam:
 
     def as_table(self) -> dict[str, Any]:
         """The [study.params.<name>] table that defines this parameter."""
+        if self.type == "categorical":
+            return {"target": self.target, "type": self.type, "choices": list(self.choices)}
         table = {"target": self.target, "low": self.low, "high": self.high, "log": self.log,
                  "type": self.type}
         if self.step is not None:
@@ -59,7 +68,7 @@ def _target_slot(config: dict[str, Any], target: str) -> tuple[dict[str, Any], s
     """The dict and key a target path names; ValueError for paths a study may not set."""
     parts = target.split(".")
     allowed = ("loss.params.<p>[.init|.low|.high], loss.<argument>, controller.<setting>, "
-               "training.<key>")
+               "controller.curve.<p>.<start|end|shape|at>, training.<key>")
     if len(parts) >= 3 and parts[:2] == ["loss", "params"]:
         params = config["loss"].get("params", {})
         if parts[2] not in params or len(parts) > 4 or (len(parts) == 4 and
@@ -69,6 +78,14 @@ def _target_slot(config: dict[str, Any], target: str) -> tuple[dict[str, Any], s
         return params[parts[2]], parts[3] if len(parts) == 4 else "init"
     if len(parts) == 2 and parts[0] == "loss" and parts[1] not in ("name", "params"):
         return config["loss"], parts[1]
+    if len(parts) == 4 and parts[:2] == ["controller", "curve"]:
+        curve = config["controller"].get("curve")
+        if not isinstance(curve, dict) or not isinstance(curve.get(parts[2]), dict) or \
+                parts[3] not in ("start", "end", "shape", "at"):
+            raise ValueError(f"target {target!r}: [controller.curve] has "
+                             f"{', '.join(curve) if isinstance(curve, dict) else 'no curves'}; "
+                             f"allowed forms: {allowed}")
+        return curve[parts[2]], parts[3]
     if len(parts) == 2 and parts[0] == "controller" and parts[1] != "kind":
         return config["controller"], parts[1]
     if len(parts) == 2 and parts[0] == "training" and parts[1] in config["training"] \
@@ -100,7 +117,8 @@ def set_values(config: dict[str, Any], params: list[StudyParam],
     for p in params:
         slot, key = _target_slot(trial, p.target)
         value = values[p.name]
-        slot[key] = int(value) if p.type == "int" else float(value)
+        slot[key] = (value if p.type == "categorical"
+                     else int(value) if p.type == "int" else float(value))
     return trial
 
 
@@ -125,6 +143,18 @@ def _check_param(name: str, table: Any, config: dict[str, Any]) -> StudyParam:
                      else "float")
     if kind not in TYPES:
         raise ValueError(f"type must be one of {', '.join(TYPES)}, got {kind!r}")
+    if kind == "categorical":
+        choices = table.get("choices")
+        extra = sorted(set(table) & {"low", "high", "log", "step"})
+        if extra:
+            raise ValueError(f"type \"categorical\" takes choices, not {extra[0]}")
+        if not isinstance(choices, list) or not choices or not all(
+                isinstance(c, (str, int, float)) and not isinstance(c, bool) for c in choices):
+            raise ValueError(f"choices must be a non-empty list of strings or numbers, "
+                             f"got {choices!r}")
+        return StudyParam(name, target, type=kind, choices=tuple(choices))
+    if "choices" in table:
+        raise ValueError(f"choices needs type = \"categorical\", got type {kind!r}")
     low, high = table.get("low"), table.get("high")
     for k, v in (("low", low), ("high", high)):
         if not _number(v) or (kind == "int" and float(v) != int(v)):
@@ -183,7 +213,7 @@ def check_section(raw: Any, config: dict[str, Any], source: str,
     for name, table in tables.items():
         try:
             p = _check_param(name, table, base)
-            for edge in (p.low, p.high):
+            for edge in (p.choices if p.type == "categorical" else (p.low, p.high)):
                 validate(set_values(base, [p], {p.name: edge}), source=source)
         except ValueError as exc:
             raise ValueError(f"{source}: study.params.{name}: {exc}") from None
@@ -200,6 +230,8 @@ def default_params(config: dict[str, Any]) -> list[StudyParam]:
     if controller["kind"] == "fixed":
         if controller.get("schedule") is None:  # a replayed schedule overrides the init values
             for name, spec in config["loss"].get("params", {}).items():
+                if name in (controller.get("curve") or {}):  # so does a curve
+                    continue
                 params.append(StudyParam(name, f"loss.params.{name}", float(spec["low"]),
                                          float(spec["high"]), bool(spec.get("log", False))))
         s = config["loss"].get("s")
@@ -220,7 +252,9 @@ def study_params(config: dict[str, Any]) -> list[StudyParam]:
     """The [study.params] of a resolved configuration, or the defaults; ValueError if none."""
     tables = config.get("study", {}).get("params")
     if tables:
-        params = [StudyParam(name, **t) for name, t in tables.items()]
+        params = [StudyParam(name, **{**t, **({"choices": tuple(t["choices"])}
+                                              if "choices" in t else {})})
+                  for name, t in tables.items()]
     else:
         params = default_params(config)
     if not params:
@@ -237,6 +271,11 @@ def current_values(config: dict[str, Any], params: list[StudyParam]) -> dict[str
     for p in params:
         slot, key = _target_slot(config, p.target)
         v = slot.get(key)
+        if p.type == "categorical":
+            if v not in p.choices:
+                return {}
+            values[p.name] = v
+            continue
         if not _number(v) or not p.low <= v <= p.high:
             return {}
         values[p.name] = int(v) if p.type == "int" else float(v)

@@ -1,7 +1,8 @@
 """Controllers: an ask/tell interface that proposes each epoch's loss parameters.
 
 ``sample(M)`` proposes M settings, ``update(params, rewards)`` learns from the epoch's rewards,
-``state_dict()`` resumes it. Kinds: ``fixed`` (a hand-crafted loss or a replayed schedule),
+``state_dict()`` resumes it. Kinds: ``fixed`` (a hand-crafted loss, a replayed schedule or a
+whole-run curve per parameter, controllers/schedules.py),
 ``random`` (Random-Softmax), ``reinforce`` (Search-Softmax, AM-LFS) and ``optuna`` (any Optuna
 sampler). The math is in docs/math.md; ``build`` below is the registry.
 """
@@ -38,7 +39,7 @@ __all__ = ["ParamSpec", "Controller", "FixedController", "RandomController",
 _CLASSES = {"fixed": FixedController, "random": RandomController,
             "reinforce": ReinforceController, "optuna": OptunaController}
 _SETTINGS = {
-    "fixed": ("schedule",),
+    "fixed": ("schedule", "curve"),
     "random": ("warmup_epochs",),
     "reinforce": ("sigma", "sigma_decay", "sigma_min", "sigma_final", "sigma_schedule", "lr",
                   "optimizer", "reward_normalisation", "baseline", "ema_decay", "warmup_epochs"),
@@ -69,6 +70,6 @@ def build(kind: str, space: list[ParamSpec], *, seed: int, horizon: int | None =
                          f"allowed: {list(allowed)}")
     space = _check_space(space, kind)
     seed = _check_seed(seed)
-    if kind == "reinforce":
+    if kind in ("reinforce", "fixed"):
         settings["horizon"] = horizon
     return _CLASSES[kind](space, seed, **settings)

@@ -1,22 +1,44 @@
-"""The fixed controller: a hand-crafted loss (every candidate gets the ``init`` values), or a
-replayed per-epoch schedule such as a finished search's discovered.toml.
+"""The fixed controller: a hand-crafted loss (every candidate gets the ``init`` values), a
+replayed per-epoch schedule such as a finished search's discovered.toml, or a whole-run
+``curve`` per parameter, v(t) = start → end with a shape over progress t (controllers/schedules.py).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from lfsearch.search.controllers import schedules
 from lfsearch.search.controllers.base import ParamSpec, _as_float, _Base, _check_params, _clean_rewards
 
 
 class FixedController(_Base):
-    """The init values (hand-crafted baselines), or a per-epoch schedule replayed in order."""
+    """The init values (hand-crafted baselines), a per-epoch schedule replayed in order, or
+    a curve {parameter: {start, end, shape[, at]}} over the run's `horizon` updates."""
 
     kind = "fixed"
 
-    def __init__(self, space: list[ParamSpec], seed: int, schedule: Any = None) -> None:
+    def __init__(self, space: list[ParamSpec], seed: int, schedule: Any = None,
+                 curve: Any = None, horizon: int | None = None) -> None:
         super().__init__(space, seed)
         self.schedule = self._check_schedule(schedule)
+        self.horizon = horizon
+        self.curve = self._check_curve(curve)
+        if self.schedule is not None and self.curve is not None:
+            raise ValueError("schedule and curve exclude each other: give a per-epoch list or "
+                             "a curve per parameter")
+
+    def _check_curve(self, curve: Any) -> dict[str, dict[str, Any]] | None:
+        if curve is None:
+            return None
+        by_name = {p.name: p for p in self.space}
+        if not isinstance(curve, dict) or not curve:
+            raise ValueError("curve must be a table {parameter name = {start, end, shape}}")
+        unknown = sorted(set(curve) - set(by_name))
+        if unknown:
+            raise ValueError(f"curve: unknown parameter {unknown[0]!r}; allowed: "
+                             f"{list(by_name)}")
+        return {name: schedules.check(name, table, by_name[name].low, by_name[name].high)
+                for name, table in curve.items()}
 
     def _check_schedule(self, schedule: Any) -> list[dict[str, float]] | None:
         if schedule is None:
@@ -49,6 +71,11 @@ class FixedController(_Base):
 
     def current(self) -> dict[str, float]:
         """The parameter values of the current epoch."""
+        if self.curve is not None:
+            t = schedules.progress(self.epoch, self.horizon)
+            row = self._init_params()
+            row.update({name: schedules.value(c, t) for name, c in self.curve.items()})
+            return row
         if self.schedule is None:
             return self._init_params()
         return dict(self.schedule[min(self.epoch, len(self.schedule) - 1)])
@@ -65,11 +92,17 @@ class FixedController(_Base):
     def state_dict(self) -> dict:
         state = self._header()
         state["schedule"] = None if self.schedule is None else [dict(r) for r in self.schedule]
+        if self.curve is not None:
+            state["curve"] = {k: dict(v) for k, v in self.curve.items()}
+            state["horizon"] = self.horizon
         return state
 
     def load_state_dict(self, state: dict) -> None:
         self._check_header(state)
         self.schedule = self._check_schedule(state.get("schedule"))
+        if "curve" in state:
+            self.curve = self._check_curve(state["curve"])
+            self.horizon = state.get("horizon")
 
     def describe(self) -> dict[str, float]:
         row = {"epoch": float(self.epoch)}
