@@ -29,6 +29,15 @@ class RunModel:
     epochs_done: int
 
 
+def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """torch.load with weights_only=True (tensors and plain containers only, no code), and
+    weights_only=False only for a checkpoint that holds other objects (older runs)."""
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except Exception:  # an object the safe unpickler refuses
+        return torch.load(path, map_location=device, weights_only=False)
+
+
 def load_run_model(run_dir: str | os.PathLike, device: torch.device | str = "cpu") -> RunModel:
     """The state a run's checkpoint.pt holds: the best candidate of its last completed epoch.
 
@@ -56,7 +65,7 @@ def load_run_model(run_dir: str | os.PathLike, device: torch.device | str = "cpu
                     "in_channels": bench.in_channels, "image_size": list(bench.image_size),
                     "num_classes": bench.num_classes}
         del bench
-    ckpt = torch.load(run / "checkpoint.pt", map_location=device, weights_only=False)
+    ckpt = load_checkpoint(run / "checkpoint.pt", device)
     model = models.build(backbone["name"], embedding_size=backbone["embedding_size"],
                          in_channels=backbone["in_channels"],
                          image_size=tuple(backbone["image_size"])).to(device)
