@@ -361,7 +361,9 @@ class Search:
         trainee.load(start)
         results = self._test(trainee, rows)
         results["reward_snr"] = {k: (v if not isinstance(v, float) or math.isfinite(v) else None)
-                                 for k, v in reward_noise.summarise_snr(snr_rows).items()}
+                                 for k, v in reward_noise.summarise_snr(
+                                     snr_rows, warn=self.config["controller"]["kind"] != "fixed"
+                                 ).items()}  # a fixed controller's candidates are one loss
         _write_json(out / "results.json", results)
         self._write_discovered(rows)
         manifest.update(status="complete", ended=_now(),
