@@ -149,7 +149,7 @@ def test_tuned_bounds_contain_the_searched_space(tmp_path):
     bounds = {s.method: {b[0]: b[2:5] for b in s.bounds} for s in specs}
     # cosface: its own m in [0, 0.8] and s = 16 -> [8, 32] widened to the search's [2, 64]
     assert bounds["cosface"] == {"m": (0.0, 0.8, False), "s": (2.0, 64.0, True)}
-    # arcface: m in [0, 1.0] already holds [0, 0.6]; s = 32? -> [min(s/2, 2), max(2s, 64)]
+    # arcface: m in [0, 1.0] already holds [0, 0.6]; s -> [min(s/2, 2), max(2s, 64)]
     s = config_mod.load("arcface")["loss"]["s"]
     assert bounds["arcface"] == {"m": (0.0, 1.0, False),
                                  "s": (min(s / 2, 2.0), max(2 * s, 64.0), True)}
