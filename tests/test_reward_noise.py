@@ -77,3 +77,20 @@ def test_a_search_writes_snr_csv_and_its_median_to_results(tmp_path):
     stored = json.loads((out / "results.json").read_text())["reward_snr"]
     assert stored["median"] == pytest.approx(float(snr["snr"].median()))
     assert stored["flagged"] == (stored["median"] < 1) and results["reward_snr"] == stored
+
+
+def test_the_fast_resample_metrics_equal_the_evaluation_ones():
+    from lfsearch.evaluation import metrics as metrics_mod
+
+    rng = np.random.default_rng(3)
+    for n in (40, 301, 2000):
+        same = rng.random(n) < 0.5
+        scores = np.round(rng.normal(same * 0.8, 1.0), 2)  # rounded: many ties
+        folds = np.arange(n) * 10 // n
+        want = metrics_mod.verification_metrics(scores, same, folds)
+        assert reward_noise.fold_accuracy(scores, same, folds) == pytest.approx(
+            want["verification_accuracy"], abs=1e-12)
+        assert reward_noise.roc_auc(scores, same) == pytest.approx(want["roc_auc"], abs=1e-12)
+        for part in (slice(0, n // 3), slice(n // 3, None)):
+            assert reward_noise.best_threshold(scores[part], same[part]) == \
+                metrics_mod.best_threshold(scores[part], same[part])

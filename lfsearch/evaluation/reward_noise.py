@@ -53,10 +53,66 @@ def _resampled_metric(details: dict[str, Any], metric: str, rng: np.random.Gener
         if same.all() or not same.any():
             return math.nan
         return float(s[i][same].mean() - s[i][~same].mean())
+    s, y, f = s[i], y[i], f[i]
+    if y.all() or not y.any() or len(np.unique(f)) < 2:
+        return math.nan
+    if metric == "verification_accuracy":
+        return fold_accuracy(s, y, f)
+    if metric == "roc_auc":
+        return roc_auc(s, y)
     try:
-        return float(metrics_mod.verification_metrics(s[i], y[i], f[i])[metric])
+        return float(metrics_mod.verification_metrics(s, y, f)[metric])
     except (ValueError, KeyError):  # a resample with one class or one fold
         return math.nan
+
+
+def best_threshold(s: np.ndarray, y: np.ndarray, order: np.ndarray | None = None) -> float:
+    """metrics.best_threshold without scikit-learn's per-call overhead (the same rule: the
+    midpoint below the distinct score of best accuracy, the first on ties; ±inf at the ends).
+    order: the indices of the pairs to use, in descending order of s (default: all of them)."""
+    if order is None:
+        order = np.argsort(-s, kind="stable")
+    ss, yy = s[order], y[order]
+    n = ss.size
+    n_pos = int(yy.sum())
+    n_neg = n - n_pos
+    if n_pos == 0:
+        return math.inf
+    if n_neg == 0:
+        return -math.inf
+    last = np.r_[ss[1:] != ss[:-1], True]  # the last index of each distinct score
+    tp, fp = np.cumsum(yy)[last], np.cumsum(~yy)[last]
+    thr = np.r_[math.inf, ss[last]]
+    accuracy = np.r_[n_neg, tp + n_neg - fp] / n
+    k = int(np.argmax(accuracy))
+    if k == 0:
+        return math.inf
+    if k == thr.size - 1:
+        return -math.inf
+    return float((thr[k] + thr[k + 1]) / 2.0)
+
+
+def fold_accuracy(s: np.ndarray, y: np.ndarray, folds: np.ndarray) -> float:
+    """10-fold verification accuracy as metrics.verification_metrics: the mean over folds k of
+    the accuracy of 'same iff s >= t_k', t_k chosen on the other folds."""
+    out = []
+    order = np.argsort(-s, kind="stable")  # sorted once; each fold's training part keeps it
+    for k in np.unique(folds):
+        test = folds == k
+        t = best_threshold(s, y, order[~test[order]])  # the other folds, still descending
+        out.append(float(((s[test] >= t) == y[test]).mean()))
+    return float(np.mean(out))
+
+
+def roc_auc(s: np.ndarray, y: np.ndarray) -> float:
+    """ROC AUC by the Mann-Whitney statistic (ties count one half, as the ROC's trapezoids):
+    (Σ ranks of the positives − P(P + 1)/2) / (P·N)."""
+    from scipy.stats import rankdata
+
+    n_pos = int(y.sum())
+    n_neg = y.size - n_pos
+    ranks = rankdata(s)
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
 def reward_noise(samples: Sequence[tuple[dict[str, Any], str, float]], *,
