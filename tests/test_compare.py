@@ -267,3 +267,71 @@ def test_the_cli_compare_prints_the_table_and_errors_in_one_line(compared, capsy
     assert code == 2 and err.count("\n") == 1 and err.startswith("lfsearch: error:")
     assert "nope" in err
     assert not bad.exists()  # nothing half-written
+
+
+# A fabricated compare folder with known numbers: test tar@far=1e-3_all (digits' primary
+# metric) and final validation reward per seed 0, 1, 2 (softmax also has a seed 3).
+FABRICATED = {
+    "softmax": ([0.60, 0.62, 0.64, 0.66], [0.70, 0.75, 0.71, 0.99]),
+    "cosface": ([0.70, 0.66, 0.69], [0.72, 0.74, 0.78]),
+    "arcface": ([0.68, 0.72, 0.64], [0.74, 0.73, 0.70]),
+    "search_softmax": ([0.71, 0.66, 0.72], [0.80, 0.80, 0.80]),
+}
+
+
+def fabricate_compare(root):
+    from lfsearch.experiments import run_plan
+    from lfsearch.search import config as config_mod
+
+    for method, (tests, vals) in FABRICATED.items():
+        cfg = config_mod.resolve(config_mod.load(method), epochs=12)
+        for seed, (test, val) in enumerate(zip(tests, vals)):
+            folder = root / "digits" / method / f"seed{seed}"
+            folder.mkdir(parents=True)
+            config_mod.dump(config_mod.resolve(cfg, seed=seed), folder / "config.toml")
+            (folder / "manifest.json").write_text(json.dumps({"status": "complete"}))
+            (folder / "results.json").write_text(json.dumps({
+                "candidate_epochs": 12 * cfg["controller"]["candidates"],
+                "test_metric": "verification_accuracy", "final_validation_reward": val,
+                "test": {"verification_accuracy": 0.9, "tar@far=1e-3_all": test,
+                         "tar@far=1e-4_all": None, "rank1": test + 0.1}}))
+    return run_plan.collect_runs(run_plan.find_run_dirs(root))
+
+
+def test_the_validation_selected_best_fixed_row_on_a_fabricated_compare(tmp_path):
+    table = statistics_mod.summarise(fabricate_compare(tmp_path)).set_index("method")
+    sel = table.loc[statistics_mod.SELECTED]
+    # per seed the best validation reward among softmax, cosface, arcface (seed 3 lacks
+    # cosface and arcface: left out): seed 0 arcface (.74) -> .68; seed 1 softmax (.75) ->
+    # .62; seed 2 cosface (.78) -> .69
+    assert sel["metric"] == "tar@far=1e-3_all"  # digits' primary metric, chosen in advance
+    assert sel["n"] == 3 and sel["mean"] == pytest.approx((0.68 + 0.62 + 0.69) / 3)
+    assert sel["selected"] == "arcface×1, softmax×1, cosface×1"
+    assert sel["rank1:mean"] == pytest.approx((0.78 + 0.72 + 0.79) / 3)  # the chosen runs'
+    assert sel["candidate_epochs"] == 36  # 12 + 12 + 12: every fixed method was trained
+    # search_softmax against it: d = .03, .04, .03; t = (1/30) / (sd(d)/sqrt 3) = 10;
+    # df 2: p = 1 - t / sqrt(t² + 2)
+    search = table.loc["search_softmax"]
+    assert search["vs_selected_diff"] == pytest.approx(1 / 30)
+    assert search["vs_selected_t"] == pytest.approx(10.0)
+    assert search["vs_selected_p"] == pytest.approx(1 - 10 / math.sqrt(102))
+    # the test oracle stays: cosface has the highest TEST mean (.6833 against arcface's .68)
+    assert (table["best_margin"] == "cosface").all()
+    assert search["vs_best_margin_diff"] == pytest.approx((0.01 + 0.0 + 0.03) / 3)
+    assert "tar@far=1e-4_all:mean" not in table  # no run measured it (too few impostors)
+    md = tables_mod.table_markdown(table.reset_index())
+    header = md.splitlines()[0]
+    assert "test tar@far=1e-3_all" in header and "verification_accuracy ± CI" in header
+    assert "rank1 ± CI" in header and "tar@far=1e-4_all" not in header  # no finite value
+    assert "vs best margin (test oracle)" in header and "vs validation-selected" in header
+    assert "| validation-selected best fixed (arcface×1, softmax×1, cosface×1) |" in md
+    assert "| 36 |" in md
+
+
+def test_primary_metrics_are_chosen_per_benchmark_kind():
+    assert statistics_mod.primary_metric("folder:/data/orl?size=56x46") == "tar@far=1e-3_all"
+    assert statistics_mod.primary_metric("mnist-open:/data/mnist") == "tar@far=1e-3_all"
+    assert statistics_mod.primary_metric("cifar10:/data/c") == "accuracy"
+    assert statistics_mod.primary_metric("bin:/data/lfw.bin") == "verification_accuracy"
+    # without the primary metric in the runs, each run's own test metric is compared
+    assert statistics_mod.summarise(fake_runs())["metric"].eq("verification_accuracy").all()

@@ -232,3 +232,123 @@ def test_softmax_trained_on_orl_faces_verifies_unseen_people():
     m = metrics_mod.evaluate(model, head, bench.test, flip=True)
     assert m["verification_accuracy"] > 0.75, m
     assert m["rank1"] > 0.6, m
+
+
+# Hand-worked all-pairs and identification example: 3 identities x 2 images, unit vectors at
+# the angles (degrees) A: 0, 50; B: 25, 200; C: 110, 130 (rows 0..5, labels 0 0 1 1 2 2).
+ANGLES = [0.0, 50.0, 25.0, 200.0, 110.0, 130.0]
+TINY_LABELS = torch.tensor([0, 0, 1, 1, 2, 2])
+
+
+def _unit(degrees):
+    r = torch.tensor(degrees, dtype=torch.float64).deg2rad()
+    return torch.stack([r.cos(), r.sin()], 1).float()
+
+
+def test_all_pairs_tar_matches_the_hand_worked_example():
+    # 15 pairs: 3 genuine, cos of A 50° = .643, B 175° = -.996, C 20° = .940; 12 impostors,
+    # sorted: cos25 = .906 (0-2), .906 (1-2), cos60 = .5 (1-4), cos70 = .342 (3-5),
+    # cos80 = .174 (1-5), cos85 = .087 (2-4), cos90 = 0 (3-4), cos105 = -.259, cos110 = -.342,
+    # cos130 = -.643, cos150 = -.866, cos160 = -.940.
+    # FAR 0.1: k = floor(1.2) = 1 -> threshold s_(2) = .906 -> genuine above: C -> 1/3
+    #   (both .906 impostors tie: no threshold admits exactly one false accept).
+    # FAR 0.25: k = 3 -> s_(4) = .342 -> genuine above: A, C -> 2/3.
+    # FAR 0.5: k = 6 -> s_(7) = 0 -> still A, C -> 2/3. FAR 0.05: 12 x 0.05 < 1 -> NaN.
+    e = _unit(ANGLES)
+    m = metrics_mod.all_pairs_tar(e, TINY_LABELS, far_targets=(0.1, 0.25, 0.5, 0.05), block=4)
+    assert m["tar@far=1e-1_all"] == pytest.approx(1 / 3)
+    assert m["tar@far=2e-1_all"] == pytest.approx(2 / 3)  # the key rounds 0.25 to 2e-1
+    assert m["tar@far=5e-1_all"] == pytest.approx(2 / 3)
+    assert math.isnan(m["tar@far=5e-2_all"])
+    assert (m["genuine_pairs_all"], m["impostor_pairs_all"]) == (3, 12)
+    # the same values from the ROC rule on the 15 pairs listed explicitly
+    i, j = torch.triu_indices(6, 6, 1)
+    scores = (e[i] * e[j]).sum(1)
+    same = TINY_LABELS[i] == TINY_LABELS[j]
+    roc = metrics_mod.verification_metrics(scores, same, n_folds=3, far_targets=(0.1, 0.25))
+    assert roc["tar@far=1e-1"] == pytest.approx(1 / 3)
+    assert roc["tar@far=2e-1"] == pytest.approx(2 / 3)
+    # 1e-3 and 1e-4 need 1000 and 10000 impostor pairs: NaN on 12
+    m = metrics_mod.all_pairs_tar(e, TINY_LABELS)
+    assert math.isnan(m["tar@far=1e-3_all"]) and math.isnan(m["tar@far=1e-4_all"])
+
+
+def test_rank1_with_one_gallery_image_per_identity_and_distractors():
+    # gallery = the lowest-index image of each identity: rows 0 (A 0°), 2 (B 25°), 4 (C 110°).
+    # probe 1 (A 50°): cos50 = .64 (A), cos25 = .91 (B), cos60 = .5 (C) -> B, wrong.
+    # probe 3 (B 200°): cos160 = -.94, cos175 = -.996, cos90 = 0 -> C, wrong.
+    # probe 5 (C 130°): cos130 = -.64, cos105 = -.26, cos20 = .94 -> C, right. rank-1 = 1/3.
+    e = _unit(ANGLES)
+    outcomes = []
+    assert metrics_mod.identification_rank1(e, TINY_LABELS, correct_out=outcomes) == \
+        pytest.approx(1 / 3)
+    assert outcomes == [0.0, 0.0, 1.0]
+    # a distractor at 135° is closer to probe 5 (cos5 = .996 > .94): rank-1 = 0
+    assert metrics_mod.identification_rank1(e, TINY_LABELS, distractors=_unit([135.0])) == 0.0
+    # one at 300° is nobody's nearest: unchanged
+    assert metrics_mod.identification_rank1(e, TINY_LABELS, distractors=_unit([300.0])) == \
+        pytest.approx(1 / 3)
+
+
+def test_evaluate_reports_the_all_pairs_and_rank1_keys_of_a_labelled_split():
+    e = _unit(ANGLES)
+    pairs = torch.tensor([[0, 1], [2, 3], [4, 5], [0, 2], [1, 4], [3, 5]])
+    same = torch.tensor([True, True, True, False, False, False])
+    split = data.VerificationSplit(e.view(6, 1, 1, 2), pairs, same,
+                                   torch.tensor([0, 0, 0, 1, 1, 1]), TINY_LABELS)
+    details = {}
+    m = metrics_mod.evaluate(Flatten(), None, split, details=details)
+    assert set(metrics_mod.metric_names(split)) == set(m)
+    assert m["rank1"] == pytest.approx(1 / 3)
+    assert math.isnan(m["tar@far=1e-3_all"]) and m["impostor_pairs_all"] == 12
+    assert details["scores"].shape == (6,) and details["rank1_correct"].tolist() == [0, 0, 1]
+    quick = metrics_mod.evaluate(Flatten(), None, split, all_pairs=False)
+    assert "tar@far=1e-3_all" not in quick and set(quick) == set(
+        metrics_mod.metric_names(split, all_pairs=False))
+    # distractor images (1x1x2 "embeddings") join the gallery
+    m = metrics_mod.evaluate(Flatten(), None, split, distractors=_unit([135.0]).view(1, 1, 1, 2))
+    assert m["rank1"] == 0.0
+
+
+class Skewed(nn.Module):
+    """A linear map that is not mirror-symmetric: f(x) != f(mirror(x))."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(6, 3)
+        with torch.no_grad():
+            self.linear.weight.copy_(torch.arange(18.0).view(3, 6).sin())
+            self.linear.bias.zero_()
+
+    def forward(self, x):
+        return self.linear(x.flatten(1))
+
+
+def test_flip_is_the_normalised_sum_of_the_image_and_its_mirror():
+    torch.manual_seed(0)
+    images = torch.randn(8, 1, 2, 3)
+    labels = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+    pairs = torch.tensor([[0, 1], [2, 3], [4, 5], [6, 7], [0, 2], [1, 4], [3, 6], [5, 7]])
+    same = torch.tensor([True] * 4 + [False] * 4)
+    split = data.VerificationSplit(images, pairs, same, torch.tensor([0, 1] * 4), labels)
+    model = Skewed()
+    with torch.no_grad():
+        by_hand = model(images) + model(images.flip(-1))  # the sum, normalised by the cosine
+    cos = F.cosine_similarity(by_hand[pairs[:, 0]], by_hand[pairs[:, 1]])
+    want = metrics_mod.verification_metrics(cos, same, split.folds)
+    got = metrics_mod.evaluate(model, None, split, flip=True)
+    assert {k: got[k] for k in want} == pytest.approx(want, nan_ok=True)
+    assert got["rank1"] == metrics_mod.identification_rank1(by_hand, labels)
+    plain = metrics_mod.evaluate(model, None, split, flip=False)
+    assert plain["cosine_gap"] != pytest.approx(got["cosine_gap"])
+
+
+def test_flip_defaults_on_for_face_benchmarks_and_off_for_digits():
+    orl = Path(__file__).resolve().parent / "data" / "orl_faces_subset"
+    assert data.load(f"folder:{orl}?size=28x23", seed=0).flip is True
+    assert data.load(f"folder:{orl}?size=28x23&flip=no", seed=0).flip is False
+    assert data.load("digits", seed=0).flip is False
+    assert data.load("digits?flip=yes", seed=0).flip is True
+    assert set(data.FLIP_KINDS) == {"folder", "folder-closed", "rec", "lfw", "bin"}
+    with pytest.raises(ValueError, match=r"option flip='maybe': allowed values yes .*, no"):
+        data.load("digits?flip=maybe", seed=0)

@@ -76,8 +76,10 @@ def test_evaluate_matches_an_independent_computation(run_dir, benches):
                           ["state"]["model"])
     model.eval()
     x = torch.from_numpy(benches["bin_images"]).float()[:, None] / 127.5 - 1
+    # bin: is a face kind, tested with flip test-time augmentation: f(x) + f(mirror(x))
+    assert out["benchmarks"][spec]["flip"] is True
     with torch.no_grad():
-        e = model(x).numpy().astype(np.float64)
+        e = (model(x) + model(x.flip(-1))).numpy().astype(np.float64)
     e /= np.linalg.norm(e, axis=1, keepdims=True)
     scores = (e[0::2] * e[1::2]).sum(1)
     same = benches["bin_same"]
@@ -182,7 +184,9 @@ def test_compare_tables_every_test_benchmark(compare_dir):
     out, tests, result = compare_dir
     table = result["table_tests"]
     assert list(dict.fromkeys(table["test_benchmark"])) == tests
-    assert set(table["method"]) == {"softmax", "cosface"} and (table["n"] == 2).all()
+    # the two fixed methods and the one chosen per seed by validation reward
+    assert set(table["method"]) == {"softmax", "cosface", "validation-selected best fixed"}
+    assert (table["n"] == 2).all()
     runs = result["runs"]
     for spec in tests:  # the table's means and stds are the runs' own values
         for method in ("softmax", "cosface"):

@@ -158,6 +158,9 @@ def test_a_run_report_has_tables_and_every_figure(one_run, capsys):
     md = check_report(one_run, ["rewards.png", "trajectory.png", "losses.png", "roc.png"])
     assert md.startswith("# lfsearch run: search_softmax on " + BENCH)
     assert "| verification_accuracy |" in md and "## Chosen loss parameters per epoch" in md
+    assert "| tar@far=1e-3_all |" in md and "| rank1 |" in md
+    snr = pd.read_csv(one_run / "snr.csv")  # the reward signal-to-noise, each epoch
+    assert "## Reward signal-to-noise" in md and f"over {snr['snr'].notna().sum()} epochs" in md
     # the ROC, recomputed from the checkpoint, agrees with the AUC measured at test time
     roc = pd.read_csv(one_run / "roc.csv")
     auc = float(np.trapezoid(roc["tpr"], roc["fpr"]))
@@ -184,8 +187,12 @@ def test_a_compare_report_has_the_table_and_every_figure(compare_folder):
     md = check_report(compare_folder, ["comparison.png", f"rewards_{tag}.png",
                                        f"trajectory_{tag}.png", f"losses_{tag}.png",
                                        f"roc_{tag}.png"])
-    assert "## Comparison" in md and "| method | n | test verification_accuracy | 95% CI" in md
+    # digits' primary metric (chosen in advance): TAR at FAR 1e-3 over all test pairs
+    assert "## Comparison" in md and "| method | n | test tar@far=1e-3_all | 95% CI" in md
+    assert "verification_accuracy ± CI" in md and "rank1 ± CI" in md
     assert "| search_softmax * | 2 |" in md and "## Runs" in md
+    # the searched runs' reward signal-to-noise (the fixed softmax has one candidate: none)
+    assert "## Reward signal-to-noise" in md and "| search_softmax | 2 |" in md
     assert len(written["figures"]) == 5
     for seed in (0, 1):  # each run's ROC cached beside it
         assert (compare_folder / tag / "softmax" / f"seed{seed}" / "roc.csv").is_file()

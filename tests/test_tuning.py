@@ -138,3 +138,26 @@ def test_the_cli_refuses_a_tuned_baseline_it_cannot_run_in_one_line(tmp_path, ca
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and match in err
     assert not (tmp_path / "never").exists()
+
+
+def test_tuned_bounds_contain_the_searched_space(tmp_path):
+    searched = [config_mod.load("search_softmax"), config_mod.load("softmax")]
+    # search_softmax searches s in [2, 64] and m in [0, 0.6]; softmax (fixed) adds nothing
+    assert tuning_mod.searched_ranges(searched) == {"s": (2.0, 64.0), "m": (0.0, 0.6)}
+    specs = tuning_mod.plan_tuned(["digits"], ["cosface", "arcface"], [0], tmp_path,
+                                  {"epochs": 3}, 12, searched=searched)
+    bounds = {s.method: {b[0]: b[2:5] for b in s.bounds} for s in specs}
+    # cosface: its own m in [0, 0.8] and s = 16 -> [8, 32] widened to the search's [2, 64]
+    assert bounds["cosface"] == {"m": (0.0, 0.8, False), "s": (2.0, 64.0, True)}
+    # arcface: m in [0, 1.0] already holds [0, 0.6]; s -> [min(s/2, 2), max(2s, 64)]
+    s = config_mod.load("arcface")["loss"]["s"]
+    assert bounds["arcface"] == {"m": (0.0, 1.0, False),
+                                 "s": (min(s / 2, 2.0), max(2 * s, 64.0), True)}
+    # no search compared: the bundled (s, m) searches give the same ranges
+    fallback = tuning_mod.plan_tuned(["digits"], ["cosface"], [0], tmp_path, {"epochs": 3}, 12)
+    assert fallback[0].bounds == specs[0].bounds
+    # the tuned space file carries them as [study.params] and loads (every edge checked)
+    specs[0].out.mkdir(parents=True)
+    written = config_mod.load(tuning_mod.write_space(specs[0]))
+    assert written["study"]["params"]["s"]["low"] == 2.0
+    assert written["study"]["params"]["m"]["high"] == 0.8

@@ -56,6 +56,12 @@ Options (allowed per kind; anything else is a ValueError naming the allowed ones
   stream=auto|yes|no  stream the training split through DataLoader workers (folder*, rec);
                   auto streams when it exceeds 1 GiB decoded (N x C x H x W bytes). Streamed
                   and in-memory splits give the same batches (docs/data.md).
+  flip=yes|no     flip test-time augmentation (any kind): test embeddings are f(x) +
+                  f(mirror(x)), then L2-normalised, as insightface's verification protocol.
+                  Default yes for the face kinds (folder, folder-closed, rec, lfw, bin:
+                  FLIP_KINDS; faces are left-right symmetric), no for digits, MNIST and CIFAR
+                  (a mirrored digit is another glyph). Validation rewards are measured without
+                  it (docs/face_recognition.md).
   workers=N       DataLoader worker processes of a streamed split (default: the usable CPUs; 0
                   decodes in the training process); prefetch=N batches ahead per worker (2).
 
@@ -113,7 +119,7 @@ from lfsearch.data.splits import (
 )
 from lfsearch.data.stream import StreamedImages
 
-__all__ = ["BYTE_PIXELS", "Benchmark", "ClassificationSplit", "DEFAULT_PAIRS",
+__all__ = ["BYTE_PIXELS", "Benchmark", "ClassificationSplit", "DEFAULT_PAIRS", "FLIP_KINDS",
            "IMAGE_EXTENSIONS", "LabelledImages", "MAX_DEFAULT_SIDE", "N_FOLDS",
            "PixelScale", "Split", "StreamedImages", "VerificationSplit",
            "augment_batch", "available", "batches", "load", "make_pairs",
@@ -139,6 +145,8 @@ _KINDS: dict[str, tuple[Callable[..., Benchmark], bool, set[str]]] = {
     "lfw": (load_lfw, True, _IMAGE_OPTIONS | {"pairs_file"}),
     "bin": (load_bin, True, _IMAGE_OPTIONS),
 }
+# kinds of face images: flip test-time augmentation on by default (option flip=yes|no)
+FLIP_KINDS = ("folder", "folder-closed", "rec", "lfw", "bin")
 
 def parse_spec(spec: str) -> tuple[str, str | None, dict[str, str]]:
     """'KIND[:PATH][?k=v&k=v]' -> (kind, path or None, options as strings)."""
@@ -182,15 +190,18 @@ def load(spec: str, *, seed: int = 0, device: str | torch.device = "cpu",
         raise ValueError(f"benchmark {kind!r} takes no path; got {spec!r}")
     merged = {**spec_options, **options}
     parsed: dict[str, Any] = {}
+    allowed = allowed | {"flip"}  # every kind takes flip=yes|no
     for key, value in merged.items():
         if key not in allowed:
             raise ValueError(f"option {key!r} is not known for benchmark {kind!r}; allowed: "
-                             f"{', '.join(sorted(allowed)) or 'none'}")
+                             f"{', '.join(sorted(allowed))}")
         parsed[key] = PARSERS[key](value, key)
     rng = np.random.default_rng(int(seed))
     args = (Path(path).expanduser(),) if needs_path else ()
+    flip = parsed.pop("flip", kind in FLIP_KINDS)
     bench = loader(*args, rng=rng, **parsed)
     bench.name = spec.strip()
+    bench.flip = bool(flip)
     log.info("benchmark %s: train %s, val %s, test %s, %d classes, %dx%dx%d", bench.name,
              len(bench.train) if bench.train is not None else "none", _describe(bench.val),
              _describe(bench.test), bench.num_classes, bench.in_channels, *bench.image_size)

@@ -72,9 +72,17 @@ def _parse_stream(value: Any, name: str) -> str:
     return text
 
 
+def _parse_flip(value: Any, name: str) -> bool:
+    text = str(value).strip().lower()
+    if text not in ("yes", "no"):
+        raise ValueError(f"option {name}={value!r}: allowed values yes (test embeddings are "
+                         "f(x) + f(mirror(x))), no")
+    return text == "yes"
+
+
 PARSERS: dict[str, Callable[[Any, str], Any]] = {
     "size": _parse_size, "crop": _parse_size, "channels": _parse_channels,
     "val": _parse_fraction, "test": _parse_fraction, "pairs": _parse_count(2),
     "train_classes": _parse_count(1), "pairs_file": _parse_text, "stream": _parse_stream,
-    "workers": _parse_count(0), "prefetch": _parse_count(1),
+    "workers": _parse_count(0), "prefetch": _parse_count(1), "flip": _parse_flip,
 }

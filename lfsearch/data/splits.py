@@ -160,7 +160,9 @@ class Benchmark:
 
     `train` is None for evaluation-only benchmarks (lfw, bin). `val` may be None (e.g. val=0).
     `augment` is the train-time augmentation to pass to `batches` ("none", "flip",
-    "crop=P", "crop=P,flip"). `class_names` name the training classes.
+    "crop=P", "crop=P,flip"). `class_names` name the training classes. `flip`: test-time
+    flip augmentation, embeddings f(x) + f(mirror(x)) on the test splits (on by default for
+    the face kinds, `data.FLIP_KINDS`; the spec option flip=yes|no sets it).
     """
 
     name: str
@@ -173,6 +175,7 @@ class Benchmark:
     default_model: str
     augment: str = "none"
     class_names: list[str] = field(default_factory=list)
+    flip: bool = False
 
     @property
     def evaluation_only(self) -> bool:
@@ -192,5 +195,5 @@ class Benchmark:
 
         return Benchmark(self.name, mv(self.train), mv(self.val), mv(self.test), self.num_classes,
                          self.in_channels, self.image_size, self.default_model, self.augment,
-                         list(self.class_names))
+                         list(self.class_names), self.flip)
 

@@ -16,8 +16,10 @@ of the training or a validation split (lfsearch.evaluation.overlap: the same fil
 is not tested and gets an error entry instead.
 
 Metrics are those of the main test split (lfsearch.evaluation.metrics.evaluate): on pairs, 10-fold
-verification accuracy and its std, ROC AUC, EER, TAR@FAR and rank-1 where the split has
-identity labels; on closed-set splits, top-1 accuracy.
+verification accuracy and its std, ROC AUC, EER, TAR@FAR, and where the split has identity
+labels TAR@FAR over all pairs and rank-1; on closed-set splits, top-1 accuracy. Each
+benchmark's flip test-time augmentation (`Benchmark.flip`: on for face kinds) is applied and
+recorded as "flip" in its entry.
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ def _finite(metrics: dict[str, float]) -> dict[str, float | None]:
 
 def load_test_split(spec: str, *, seed: int, device: torch.device | str,
                image_shape: tuple[int, int, int]):
-    """The test split of benchmark `spec`, checked against the model's (C, H, W)."""
+    """(test split, flip) of benchmark `spec`, the split checked against the model's
+    (C, H, W); flip: the benchmark's test-time flip augmentation (`Benchmark.flip`)."""
     from lfsearch import data  # the data package (one loader per source)
 
     bench = data.load(spec, seed=seed, device=device)
@@ -50,7 +53,7 @@ def load_test_split(spec: str, *, seed: int, device: torch.device | str,
         c, h, w = image_shape
         raise ValueError(f"benchmark {spec!r} gives {shape[0]}x{shape[1]}x{shape[2]} images but "
                          f"the model takes {c}x{h}x{w}; add ?size={h}x{w}&channels={c} to the spec")
-    return split
+    return split, bool(getattr(bench, "flip", False))
 
 
 def metric_of(split: Any) -> str:
@@ -74,15 +77,16 @@ def evaluate_benchmarks(model: torch.nn.Module, loss: torch.nn.Module, specs: li
                    for name, images in seen]  # hashed once for every benchmark
     for spec in specs:
         try:
-            split = load_test_split(spec, seed=seed, device=device, image_shape=image_shape)
+            split, flip = load_test_split(spec, seed=seed, device=device,
+                                          image_shape=image_shape)
             hashes = overlap.image_hashes(split.images) if seen_hashes else set()
             for name, shape, known in seen_hashes:
                 shared = len(hashes & known) if shape == tuple(split.images.shape[1:]) else 0
                 if shared:
                     raise ValueError(f"test benchmark {spec!r} shares {shared} of its images "
                                      f"with the {name} split the search used; it is not tested")
-            metrics = metrics_mod.evaluate(model, loss, split)
-            out[spec] = {"metric": metric_of(split), "metrics": _finite(metrics)}
+            metrics = metrics_mod.evaluate(model, loss, split, flip=flip)
+            out[spec] = {"metric": metric_of(split), "flip": flip, "metrics": _finite(metrics)}
         except (ValueError, FileNotFoundError, NotADirectoryError, OSError) as exc:
             if not keep_going:
                 raise

@@ -1,17 +1,31 @@
 """Evaluation protocols: closed-set top-1 accuracy, open-set verification, identification.
 
 Verification (the LFW protocol, with cosine scores):
-  - embeddings e are L2-normalised (with `flip`, e = f(x) + f(flip(x)) first, as insightface);
-    a pair's score is the cosine similarity <e_a, e_b>/(|e_a||e_b|);
+  - embeddings e are L2-normalised; with flip test-time augmentation (`flip`, the default of
+    face benchmarks: `Benchmark.flip`, docs/face_recognition.md) e = f(x) + f(mirror(x)) is
+    summed first and then normalised, as insightface's verification protocol; a pair's score
+    is the cosine similarity <e_a, e_b>/(|e_a||e_b|);
   - 10-fold accuracy: for each fold k the threshold t_k that maximises accuracy on the other
     nine folds (a pair is called "same" when score >= t_k) is applied to fold k; the result is
     the mean over folds (and its standard deviation, `verification_accuracy_std`);
   - ROC AUC, EER (where FAR = FRR on the ROC, linearly interpolated) and TAR at FAR 1e-2 /
-    1e-3 / 1e-4 (the highest true-accept rate whose false-accept rate is <= the target) on all
-    pairs. A FAR of f can only be measured with at least 1/f negative pairs: below that the
-    TAR is NaN (logged; `negative_pairs` in the result says how many there were).
-Identification: rank-1 accuracy of probes matched to a gallery by cosine similarity (default
-gallery: the first image of each identity; every other image is a probe).
+    1e-3 / 1e-4 (the highest true-accept rate whose false-accept rate is <= the target) on the
+    split's sampled pairs. A FAR of f can only be measured with at least 1/f negative pairs:
+    below that the TAR is NaN (logged; `negative_pairs` in the result says how many there were).
+All pairs (splits with identity labels; `all_pairs_tar`): every unordered pair {i, j}, i < j, of
+the split's N images, genuine when the labels agree (G of them), impostor otherwise
+(I = N(N−1)/2 − G). With k = floor(f·I) and s_(1) >= s_(2) >= ... the impostor scores sorted,
+    tar@far=f_all = #{genuine scores > s_(k+1)} / G
+the largest TAR of "same iff score >= t" over thresholds t with #{impostors >= t} <= k (the
+same value as the ROC rule above, on all pairs). NaN when I·f < 1 (FAR f not measurable) or
+G = 0. Keys `tar@far=1e-3_all`, `tar@far=1e-4_all`, `genuine_pairs_all`, `impostor_pairs_all`.
+Identification (`identification_rank1`, key `rank1`): the gallery holds one image per
+identity, the one with the lowest index in the split (a fixed rule; the split's order is a
+function of the seed), plus optional distractor embeddings (identities no probe has); every
+other image of an identity is a probe. A probe is correct when its most cosine-similar
+gallery entry (the lowest gallery index on ties) has its identity:
+    rank1 = #{correct probes} / #{probes}
+NaN when there are no probes (every identity has one image).
 
 scikit-learn provides the ROC (`roc_curve`) and the folds (`PredefinedSplit`, `KFold`).
 """
@@ -33,10 +47,16 @@ from torch import Tensor, nn
 log = logging.getLogger(__name__)
 
 FAR_TARGETS = (1e-2, 1e-3, 1e-4)
+ALL_PAIRS_FAR_TARGETS = (1e-3, 1e-4)
 
 
 def _far_key(far: float) -> str:
     return f"tar@far={far:.0e}".replace("e-0", "e-")
+
+
+def all_pairs_key(far: float) -> str:
+    """tar@far=1e-3_all: TAR at FAR f over every pair of a split's images."""
+    return _far_key(far) + "_all"
 
 
 def _device_of(module: nn.Module, fallback: torch.device) -> torch.device:
@@ -242,11 +262,14 @@ def verification_metrics(scores: Any, same: Any, folds: Any = None, *,
     return out
 
 
-def identification_rank1(embeddings: Tensor, labels: Tensor,
-                         gallery: Tensor | None = None) -> float:
-    """Rank-1 identification: each probe takes the label of its most cosine-similar gallery
-    embedding. gallery (N,) bool marks the gallery (default: the first image of each label);
-    probes are the other images whose label is in the gallery. NaN when there are none."""
+def identification_rank1(embeddings: Tensor, labels: Tensor, gallery: Tensor | None = None,
+                         distractors: Tensor | None = None,
+                         correct_out: list | None = None) -> float:
+    """Rank-1 identification (module docstring): each probe takes the label of its most
+    cosine-similar gallery entry. gallery (N,) bool marks the gallery (default: the
+    lowest-index image of each label); probes are the other images whose label is in the
+    gallery. distractors (K, D): extra gallery embeddings of identities no probe has. NaN when
+    there are no probes. correct_out, when given, receives the per-probe 0/1 outcomes."""
     e = F.normalize(embeddings.float(), dim=1)
     labels = labels.to(e.device)
     if gallery is None:
@@ -260,8 +283,65 @@ def identification_rank1(embeddings: Tensor, labels: Tensor,
     probes = ~gallery & torch.isin(labels, g_labels)
     if not bool(probes.any()):
         return float("nan")
-    nearest = (e[probes] @ e[gallery].T).argmax(1)
-    return float((g_labels[nearest] == labels[probes]).float().mean())
+    g = e[gallery]
+    if distractors is not None:
+        d = F.normalize(distractors.float().to(e.device), dim=1)
+        if d.dim() != 2 or d.shape[1] != e.shape[1]:
+            raise ValueError(f"distractors must be (K, {e.shape[1]}) embeddings; got "
+                             f"{tuple(distractors.shape)}")
+        g = torch.cat([g, d])
+        # a label no probe has: one below every real label
+        g_labels = torch.cat([g_labels, torch.full((d.shape[0],), int(labels.min()) - 1,
+                                                   dtype=g_labels.dtype, device=e.device)])
+    nearest = (e[probes] @ g.T).argmax(1)  # argmax returns the first maximum on ties
+    correct = (g_labels[nearest] == labels[probes]).float()
+    if correct_out is not None:
+        correct_out.extend(correct.cpu().tolist())
+    return float(correct.mean())
+
+
+def all_pairs_tar(embeddings: Tensor, labels: Tensor,
+                  far_targets: Iterable[float] = ALL_PAIRS_FAR_TARGETS,
+                  block: int = 1024) -> dict[str, float]:
+    """TAR@FAR over every pair {i < j} of the images (module docstring): tar@far=f_all =
+    #{genuine > s_(k+1)} / G with k = floor(f·I), s the impostor scores in descending order.
+    Computed block by block (O(N²) time, memory O(G + k)); NaN where I·f < 1 or G = 0."""
+    e = F.normalize(embeddings.float(), dim=1)
+    labels = labels.to(e.device)
+    n = int(e.shape[0])
+    if labels.shape != (n,):
+        raise ValueError(f"labels must have shape ({n},); got {tuple(labels.shape)}")
+    counts = torch.unique(labels, return_counts=True)[1].double()
+    genuine_n = int((counts * (counts - 1) / 2).sum())
+    impostor_n = n * (n - 1) // 2 - genuine_n
+    fars = list(far_targets)
+    ks = {f: math.floor(f * impostor_n + 1e-9) for f in fars}
+    keep = max([k + 1 for f, k in ks.items() if k >= 1] or [0])
+    genuine, top = [], e.new_empty(0)
+    for start in range(0, n, block):
+        s = e[start:start + block] @ e.T
+        rows = torch.arange(start, min(start + block, n), device=e.device)
+        upper = rows[:, None] < torch.arange(n, device=e.device)[None, :]
+        same = labels[rows][:, None] == labels[None, :]
+        genuine.append(s[upper & same])
+        if keep:
+            top = torch.cat([top, s[upper & ~same]])
+            top = torch.topk(top, min(keep, top.numel())).values
+    genuine_scores = torch.cat(genuine) if genuine else e.new_empty(0)
+    out: dict[str, float] = {}
+    for f in fars:
+        k = ks[f]
+        if k < 1 or genuine_n == 0:
+            if k < 1:
+                log.info("%s: %d impostor pairs cannot measure FAR %g; reported as NaN",
+                         all_pairs_key(f), impostor_n, f)
+            out[all_pairs_key(f)] = float("nan")
+            continue
+        threshold = top[k] if k < top.numel() else -math.inf  # s_(k+1), 0-based index k
+        out[all_pairs_key(f)] = float((genuine_scores > threshold).double().mean())
+    out["genuine_pairs_all"] = float(genuine_n)
+    out["impostor_pairs_all"] = float(impostor_n)
+    return out
 
 
 def pair_scores(embeddings: Tensor, pairs: Tensor) -> Tensor:
@@ -271,7 +351,8 @@ def pair_scores(embeddings: Tensor, pairs: Tensor) -> Tensor:
     return (e[pairs[:, 0]] * e[pairs[:, 1]]).sum(1)
 
 
-def metric_names(split: Any, far_targets: Iterable[float] = FAR_TARGETS) -> list[str]:
+def metric_names(split: Any, far_targets: Iterable[float] = FAR_TARGETS, *,
+                 all_pairs: bool = True) -> list[str]:
     """The keys `evaluate` returns for a split, known before any model is trained (so that a
     [reward] metric is checked before a run starts)."""
     protocol = getattr(split, "protocol", None)
@@ -279,19 +360,32 @@ def metric_names(split: Any, far_targets: Iterable[float] = FAR_TARGETS) -> list
         return ["accuracy"]
     if protocol == "verification":
         names = ["verification_accuracy", "verification_accuracy_std", "threshold", "roc_auc",
-                 "eer", *(_far_key(f) for f in far_targets), "pairs", "negative_pairs"]
-        return names + (["rank1"] if getattr(split, "labels", None) is not None else [])
+                 "cosine_gap", "eer", *(_far_key(f) for f in far_targets), "pairs",
+                 "negative_pairs"]
+        if getattr(split, "labels", None) is None:
+            return names
+        extra = ([all_pairs_key(f) for f in ALL_PAIRS_FAR_TARGETS]
+                 + ["genuine_pairs_all", "impostor_pairs_all"]) if all_pairs else []
+        return names + extra + ["rank1"]
     raise ValueError(f"split must be a ClassificationSplit or VerificationSplit; got "
                      f"{type(split).__name__}")
 
 
 def evaluate(model: nn.Module, loss: nn.Module | None, split: Any, *, batch_size: int = 256,
-             flip: bool = False, far_targets: Iterable[float] = FAR_TARGETS) -> dict[str, float]:
+             flip: bool = False, far_targets: Iterable[float] = FAR_TARGETS,
+             all_pairs: bool = True, distractors: Any = None,
+             details: dict | None = None) -> dict[str, float]:
     """Evaluate `model` on a split, in eval mode under no_grad (each module's mode restored).
 
     ClassificationSplit -> {"accuracy"} from `loss.logits(embeddings)`, the head's plain class
-    scores. VerificationSplit -> `verification_metrics` keys on cosine pair scores, plus
-    "rank1" when the split has identity labels."""
+    scores. VerificationSplit -> `verification_metrics` keys on cosine pair scores, plus, when
+    the split has identity labels, "rank1" (`identification_rank1`; `distractors`: images
+    (N, C, H, W) or an object with .images and .normalise, embedded the same way and added
+    to the gallery) and with all_pairs the all-pairs TAR@FAR keys (`all_pairs_tar`).
+    flip: embeddings f(x) + f(mirror(x)) (module docstring). details, when a dict, receives
+    what the metrics were computed from, for a bootstrap (evaluation/reward_noise.py):
+    {"correct"} per image (classification), or {"scores", "same", "folds"} per pair and
+    {"rank1_correct"} per probe (verification)."""
     protocol = getattr(split, "protocol", None)
     if protocol == "classification":
         logits_fn = getattr(loss, "logits", None)
@@ -302,15 +396,38 @@ def evaluate(model: nn.Module, loss: nn.Module | None, split: Any, *, batch_size
         e = embed(model, split.images, batch_size, flip, getattr(split, "normalise", None))
         with _EvalMode(loss):
             head_device = _device_of(loss, e.device)
-            accuracy = chunked_accuracy(lambda x: logits_fn(x.to(head_device)), e,
-                                        split.labels, chunk=max(batch_size, 1) * 16)
+            chunk = max(batch_size, 1) * 16
+            if details is None:
+                accuracy = chunked_accuracy(lambda x: logits_fn(x.to(head_device)), e,
+                                            split.labels, chunk=chunk)
+            else:  # per-image correctness, for the reward's bootstrap
+                labels = split.labels.to(head_device)
+                correct = torch.cat([
+                    (logits_fn(e[i:i + chunk].to(head_device)).argmax(1)
+                     == labels[i:i + chunk]).float() for i in range(0, e.shape[0], chunk)])
+                details["correct"] = _to_numpy(correct, np.float64)
+                accuracy = float(correct.mean())
         return {"accuracy": accuracy}
     if protocol == "verification":
         e = embed(model, split.images, batch_size, flip, getattr(split, "normalise", None))
         scores = pair_scores(e, split.pairs)
         out = verification_metrics(scores, split.same, split.folds, far_targets=far_targets)
+        if details is not None:
+            details.update(scores=_to_numpy(scores, np.float64),
+                           same=_to_numpy(split.same).astype(bool),
+                           folds=_to_numpy(split.folds, np.int64))
         if getattr(split, "labels", None) is not None:
-            out["rank1"] = identification_rank1(e, split.labels)
+            if all_pairs:
+                out.update(all_pairs_tar(e, split.labels))
+            d = None
+            if distractors is not None:
+                images = getattr(distractors, "images", distractors)
+                d = embed(model, images, batch_size, flip, getattr(distractors, "normalise", None))
+            correct: list = []
+            out["rank1"] = identification_rank1(e, split.labels, distractors=d,
+                                                correct_out=correct)
+            if details is not None:
+                details["rank1_correct"] = np.asarray(correct, dtype=np.float64)
         return out
     raise ValueError(f"split must be a ClassificationSplit or VerificationSplit; got "
                      f"{type(split).__name__}")

@@ -76,13 +76,14 @@ def compare(benchmarks: Sequence[str], spaces: str | Sequence[str] = DEFAULT_SPA
     specs: list[Any] = plan(benchmarks, spaces, seed_list, out, overrides)
     tuned = parse_spaces(tuned) if tuned else []
     if tuned:
+        compared = [config_mod.resolve(config_mod.load(s), **overrides) for s in spaces]
         if tune_budget is None:
-            tune_budget = tuning.search_budget(
-                [config_mod.resolve(config_mod.load(s), **overrides) for s in spaces])
+            tune_budget = tuning.search_budget(compared)
         if tune_budget is None:
             raise ValueError("--tuned needs a budget: a searched method in --spaces (its "
                              "epochs x candidates) or --tune-budget N (candidate-epochs)")
-        specs += tuning.plan_tuned(benchmarks, tuned, seed_list, out, overrides, tune_budget)
+        specs += tuning.plan_tuned(benchmarks, tuned, seed_list, out, overrides, tune_budget,
+                                   searched=compared)
     created = not out.exists()
     paths.make_folder(out)  # an --out that cannot be created is refused before any run
     # one process per compare folder: a second one gets one line naming this PID

@@ -37,22 +37,38 @@ def _fmt_test(row: dict[str, Any], label: str) -> str:
 
 
 def display_table(summary: pd.DataFrame) -> pd.DataFrame:
-    """The comparison as text columns, for Markdown and HTML."""
+    """The comparison as text columns, for Markdown and HTML: the primary metric's mean ±
+    std and CI, each extra metric's mean ± CI half-width (columns no row has are left out),
+    the paired tests and the compute."""
+    extras = [c[:-len(":mean")] for c in summary.columns if c.endswith(":mean")]
+    has_selected = "vs_selected_diff" in summary and (summary["controller"] == "selected").any()
     out = []
     for row in summary.to_dict("records"):
-        out.append({
+        method = row["method"] + ("" if row["controller"] in ("fixed", "selected") else " *")
+        if row.get("selected"):
+            method += f" ({row['selected']})"
+        item = {
             "benchmark": row["benchmark"],
-            "method": row["method"] + ("" if row["controller"] == "fixed" else " *"),
+            "method": method,
             "n": str(row["n"]),
             f"test {row['metric']}": f"{_fmt(row['mean'])} ± {_fmt(row['std'])}",
             "95% CI": f"[{_fmt(row['ci_low'])}, {_fmt(row['ci_high'])}]",
-            "vs softmax": _fmt_test(row, "softmax"),
-            "vs best margin": ((row["best_margin"] + ": ") if row["best_margin"]
-                               and row["best_margin"] != row["method"] else "")
-                              + _fmt_test(row, "best_margin"),
-            "candidate-epochs": f"{row['candidate_epochs']:g}",
-        })
-    return pd.DataFrame(out)
+        }
+        for x in extras:
+            mean, half = row.get(f"{x}:mean"), row.get(f"{x}:ci_half")
+            item[f"{x} ± CI"] = ("–" if mean is None or not math.isfinite(mean)
+                                 else f"{_fmt(mean)} ± {_fmt(half)}")
+        item["vs softmax"] = _fmt_test(row, "softmax")
+        item["vs best margin (test oracle)"] = (
+            ((row["best_margin"] + ": ") if row["best_margin"]
+             and row["best_margin"] != row["method"] else "") + _fmt_test(row, "best_margin"))
+        if has_selected:
+            item["vs validation-selected"] = _fmt_test(row, "selected")
+        item["candidate-epochs"] = f"{row['candidate_epochs']:g}"
+        out.append(item)
+    frame = pd.DataFrame(out)
+    empty = [c for c in frame.columns if c.endswith(" ± CI") and (frame[c] == "–").all()]
+    return frame.drop(columns=empty)
 
 
 def markdown_table(frame: pd.DataFrame) -> str:
@@ -73,8 +89,15 @@ TABLE_NOTE = (
     "mean ± sample std over seeds; 95% CI: Student t interval of the mean; "
     "vs X: mean paired difference over seeds (this method − X) with the paired t-test "
     "(t, two-sided p) and the Wilcoxon signed-rank p (W p); – where undefined (fewer than 2 "
-    "pairs or no variation). Best margin: the fixed-controller method other than softmax "
-    "with the highest mean (a tuned one included). * marks a searched loss. candidate-epochs: "
+    "pairs or no variation). Best margin (test oracle): the fixed-controller method other than "
+    "softmax with the highest TEST mean (a tuned one included); it peeks at the test split. "
+    "Validation-selected best fixed: per seed, among every fixed-controller method (tuned "
+    "ones included) the run with the best final validation reward, its own test metrics; its "
+    "compute is the sum of those methods' candidate-epochs; in brackets how often each was "
+    "chosen. The first metric is the benchmark's primary metric, chosen in advance "
+    "(lfsearch/experiments/statistics.py PRIMARY_METRICS); X ± CI: mean and 95% CI "
+    "half-width of another test metric (_all: over all pairs of the test identities). "
+    "* marks a searched loss. candidate-epochs: "
     "training compute (epochs × candidates per epoch). X (tuned, B cand-epochs): X tuned per "
     "seed by an Optuna study on the validation reward within B candidate-epochs, the same "
     "budget as the searches; B counts every trial."

@@ -4,6 +4,14 @@ study (lfsearch.experiments.study) within the candidate-epoch budget a search ge
     budget B   = the searches' cost E × M candidate-epochs (the largest among the compared
                  searched methods), or --tune-budget
     trials n   = floor(B / (E × M_fixed))          one trial = one full run of the fixed method
+    bounds     = every studied value's [low, high] widened to contain the searches' space:
+                 for each value the fixed method studies (s and its [loss.params], e.g. m)
+                 that a compared search also moves, [min(own low, searched low),
+                 max(own high, searched high)]; a search's fixed [loss] s counts as [s, s].
+                 The searches are the compared searched methods, or when none is compared the
+                 bundled (s, m) searches FALLBACK_SEARCHES (log A = s·m as CosFace's). So
+                 CosFace's s goes down to 2 and up to 64 (search_softmax's [2, 64]), not
+                 [s/2, 2s]; m covers [0, 0.6] and its own [0, 0.8].
     per seed k:  study of n trials, every trial at run seed k (its sampler seeded by k too),
                  first trial at the file's own values, no pruner (each trial costs E × M);
                  the best trial by FINAL VALIDATION REWARD is the method's run for seed k.
@@ -35,6 +43,8 @@ from lfsearch.experiments.run_plan import is_trial_run  # noqa: F401  (callers r
 from lfsearch.search import config as config_mod
 
 TUNING_DIR = "tuning"
+SPACE_FILE = "space.toml"  # the tuned file with its [study.params] bounds, in the seed folder
+FALLBACK_SEARCHES = ("search_softmax", "random_softmax", "search_softmax_local")
 COPIED_FILES = ("epochs.csv", "controller.csv", "checkpoint.pt", "discovered.toml")
 
 
@@ -50,6 +60,13 @@ class TunedSpec:
     trials: int
     budget: int      # candidate-epochs of all trials: trials x epochs x candidates
     out: Path
+    # the study's [study.params]: (name, target, low, high, log, type), widened to the searches'
+    bounds: tuple[tuple[str, str, float, float, bool, str], ...] = ()
+
+    def study_tables(self) -> dict[str, dict[str, Any]]:
+        """The [study.params] tables of the tuned space file."""
+        return {n: {"target": tg, "low": lo, "high": hi, "log": lg, "type": ty}
+                for n, tg, lo, hi, lg, ty in self.bounds}
 
 
 def search_budget(configs: list[dict[str, Any]]) -> int | None:
@@ -59,13 +76,57 @@ def search_budget(configs: list[dict[str, Any]]) -> int | None:
     return max(costs) if costs else None
 
 
+def searched_ranges(configs: list[dict[str, Any]]) -> dict[str, tuple[float, float]]:
+    """{value name: (low, high)} over the searched (non-fixed) configurations: each
+    [loss.params.<p>]'s [low, high], and a fixed [loss] s as [s, s]; unions across files."""
+    out: dict[str, tuple[float, float]] = {}
+
+    def add(name: str, low: float, high: float) -> None:
+        lo, hi = out.get(name, (low, high))
+        out[name] = (min(lo, low), max(hi, high))
+
+    for c in configs:
+        if c["controller"]["kind"] == "fixed":
+            continue
+        for name, spec in c["loss"].get("params", {}).items():
+            add(name, float(spec["low"]), float(spec["high"]))
+        s = c["loss"].get("s")
+        if isinstance(s, (int, float)) and not isinstance(s, bool) and "s" not in c["loss"].get(
+                "params", {}):
+            add("s", float(s), float(s))
+    return out
+
+
+def tuned_bounds(cfg: dict[str, Any], ranges: dict[str, tuple[float, float]],
+                 ) -> tuple[tuple[str, str, float, float, bool, str], ...]:
+    """The fixed method's studied values (study_section.study_params), each widened to contain
+    the searched range of the same name: [min(low, searched low), max(high, searched high)]
+    (a log-scaled value keeps its own low where the searched one is <= 0)."""
+    out = []
+    for p in study_mod.study_params(cfg):
+        low, high = p.low, p.high
+        if p.name in ranges and p.type == "float":
+            s_low, s_high = ranges[p.name]
+            low = min(low, s_low) if (s_low > 0 or not p.log) else low
+            high = max(high, s_high)
+        out.append((p.name, p.target, float(low), float(high), bool(p.log), p.type))
+    return tuple(out)
+
+
 def label(method: str, budget: int) -> str:
     return f"{method} (tuned, {budget} cand-epochs)"
 
 
 def plan_tuned(benchmarks: list[str], spaces: list[str], seeds: list[int], out: Path,
-               overrides: dict[str, Any], budget: int) -> list[TunedSpec]:
-    """Every (benchmark, tuned method, seed), validated before anything is trained."""
+               overrides: dict[str, Any], budget: int,
+               searched: list[dict[str, Any]] | None = None) -> list[TunedSpec]:
+    """Every (benchmark, tuned method, seed), validated before anything is trained.
+    searched: the compared configurations whose searched ranges the study bounds contain
+    (None or none searched: the bundled FALLBACK_SEARCHES)."""
+    searched = [c for c in (searched or []) if c["controller"]["kind"] != "fixed"]
+    if not searched:
+        searched = [config_mod.load(s) for s in FALLBACK_SEARCHES]
+    ranges = searched_ranges(searched)
 
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
         raise ValueError(f"--tune-budget must be an integer >= 1 (candidate-epochs); got {budget!r}")
@@ -80,7 +141,7 @@ def plan_tuned(benchmarks: list[str], spaces: list[str], seeds: list[int], out: 
         if method in seen:
             raise ValueError(f"--tuned: method {method!r} appears twice")
         seen.add(method)
-        study_mod.study_params(cfg)  # ValueError when the file has nothing to tune (e.g. softmax)
+        bounds = tuned_bounds(cfg, ranges)  # ValueError when nothing to tune (e.g. softmax)
         per_trial = cfg["training"]["epochs"] * cfg["controller"]["candidates"]
         trials = budget // per_trial
         if trials < 1:
@@ -92,7 +153,7 @@ def plan_tuned(benchmarks: list[str], spaces: list[str], seeds: list[int], out: 
             for seed in seeds:
                 specs.append(TunedSpec(space, method, label(method, used), bench, seed, trials,
                                        used, out / run_plan.safe_name(bench) / f"{method}-tuned"
-                                       / f"seed{seed}"))
+                                       / f"seed{seed}", bounds))
     return specs
 
 
@@ -108,7 +169,21 @@ def _complete(folder: Path) -> bool:
 def _base_config(spec: TunedSpec, overrides: dict[str, Any]) -> dict[str, Any]:
     cfg = config_mod.resolve(config_mod.load(spec.space), benchmark=spec.benchmark,
                              seed=spec.seed, **overrides)
+    if spec.bounds:
+        cfg["study"] = {**cfg.get("study", {}), "params": spec.study_tables()}
     return json.loads(json.dumps({k: v for k, v in cfg.items() if not k.startswith("_")}))
+
+
+def write_space(spec: TunedSpec) -> Path:
+    """The tuned method's file with the study bounds as [study.params], in the seed folder
+    (read back through config.load, so every bound is checked against the loss)."""
+    cfg = config_mod.load(spec.space)
+    if spec.bounds:
+        cfg["study"] = {**cfg.get("study", {}), "params": spec.study_tables()}
+    path = spec.out / SPACE_FILE
+    config_mod.dump(cfg, path)
+    config_mod.load(path)
+    return path
 
 
 def run_tuned(spec: TunedSpec, overrides: dict[str, Any], *, force: bool = False,
@@ -129,8 +204,9 @@ def run_tuned(spec: TunedSpec, overrides: dict[str, Any], *, force: bool = False
         return "skipped"
     resumed = (spec.out / TUNING_DIR).is_dir()
     spec.out.mkdir(parents=True, exist_ok=True)
+    space = write_space(spec)
     summary = study_mod.run_study(
-        spec.space, trials=spec.trials, benchmark=spec.benchmark, seed=spec.seed,
+        space, trials=spec.trials, benchmark=spec.benchmark, seed=spec.seed,
         out=spec.out / TUNING_DIR, pruner="none", progress=progress,
         first_trial_at_file_values=True, study_name=f"{spec.method}-tuned-seed{spec.seed}",
         **{k: v for k, v in overrides.items()

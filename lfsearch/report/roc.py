@@ -50,7 +50,10 @@ def roc_points(run: Run, *, cache: bool = True) -> tuple[np.ndarray, np.ndarray]
     trainee = searcher.build_trainee()
     state = checkpoint_mod.read(ckpt, map_location="cpu")["state"]  # weights_only
     trainee.load(state)
-    embeddings = metrics_mod.embed(trainee.model, split.images, normalise=split.normalise)
+    # the flip the run was tested with (results.json test_flip; older runs: none)
+    flip = bool(run.results.get("test_flip", False))
+    embeddings = metrics_mod.embed(trainee.model, split.images, flip=flip,
+                                   normalise=split.normalise)
     scores = metrics_mod.pair_scores(embeddings, split.pairs)
     fpr, tpr, _ = roc_curve(split.same.cpu().numpy(), scores.cpu().numpy())
     want = (run.results.get("test") or {}).get("roc_auc")

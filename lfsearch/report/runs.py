@@ -1,5 +1,5 @@
-"""A run folder read back for the report: its configuration, epochs.csv, controller.csv and
-results.json.
+"""A run folder read back for the report: its configuration, epochs.csv, controller.csv,
+snr.csv and results.json.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ class Run:
     epochs: pd.DataFrame
     controller: pd.DataFrame
     specs: list = field(default_factory=list)
+    snr: pd.DataFrame = field(default_factory=pd.DataFrame)  # snr.csv (reward signal-to-noise)
 
     @property
     def method(self) -> str:
@@ -92,4 +93,4 @@ def load_run(folder: str | os.PathLike) -> Run:
     if "chosen" in epochs:
         epochs["chosen"] = epochs["chosen"].astype(str).str.lower().isin(["true", "1"])
     return Run(folder, cfg, manifest, results, epochs, _read_csv(folder / "controller.csv"),
-               config_mod.param_specs(cfg))
+               config_mod.param_specs(cfg), _read_csv(folder / "snr.csv"))

@@ -36,6 +36,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from lfsearch.experiments import compare as compare_mod
@@ -66,6 +67,47 @@ def test_benchmarks_table(entries: dict[str, dict[str, Any]]) -> pd.DataFrame:
                      **{k: _fmt(math.nan if m[k] is None else float(m[k]))
                         for k in keys if k in m}})
     return pd.DataFrame(rows).fillna("–")
+
+
+SNR_NOTE = ("spread: sample std of the epoch's candidate rewards; noise: bootstrap std of the "
+            "chosen candidate's reward over its validation pairs (or images); SNR = spread / "
+            "noise (lfsearch/evaluation/reward_noise.py). Below 1 the candidates differ by less "
+            "than one reward's own noise.")
+
+
+def snr_section(doc: Document, run: Any) -> None:
+    """The run's reward signal-to-noise per epoch (snr.csv) and its median, flagged below 1."""
+    if run.snr.empty or "snr" not in run.snr:
+        return
+    snr = run.snr["snr"].astype(float)
+    finite = snr[snr.notna()]
+    doc.heading(2, "Reward signal-to-noise")
+    if finite.empty:
+        doc.para("One candidate per epoch: no spread to compare with the reward's noise "
+                 f"(median bootstrap noise {_fmt(float(run.snr['reward_noise'].median()))}).")
+        return
+    median = float(finite.median())
+    doc.para(f"Median SNR over {len(finite)} epochs: **{median:.2f}**."
+             + (" **Below 1: the controller is learning from noise** (more validation pairs, "
+                "`[reward] pairs`, or a smoother reward would help)." if median < 1 else ""))
+    doc.table(pd.DataFrame([{"epoch": int(r["epoch"]) + 1, "candidates": int(r["candidates"]),
+                             "spread": _fmt(float(r["reward_spread"])),
+                             "noise": _fmt(float(r["reward_noise"])),
+                             "SNR": _fmt(float(r["snr"]))} for _, r in run.snr.iterrows()]),
+              SNR_NOTE)
+
+
+def snr_table(runs: list[Any]) -> pd.DataFrame:
+    """benchmark, method, runs, median SNR, flagged: the searched runs' reward_snr summaries."""
+    rows: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in runs:
+        entry = (r.results or {}).get("reward_snr") or {}
+        if entry.get("median") is not None:
+            rows.setdefault((r.benchmark, r.method), []).append(entry)
+    return pd.DataFrame([{"benchmark": b, "method": m, "runs": len(e),
+                          "median SNR": _fmt(float(np.median([x["median"] for x in e]))),
+                          "flagged": sum(bool(x.get("flagged")) for x in e)}
+                         for (b, m), e in rows.items()])
 
 
 def run_report(folder: Path, *, roc: bool = True) -> dict[str, Any]:
@@ -105,6 +147,7 @@ def run_report(folder: Path, *, roc: bool = True) -> dict[str, Any]:
                                  **{s.name: _fmt(float(r[s.name])) for s in run.specs[:8]}}
                                 for _, r in chosen.iterrows()]),
                   "first 8 parameters" if len(run.specs) > 8 else None)
+    snr_section(doc, run)
     doc.heading(2, "Figures")
     colors = _colors([run.method, "cosface", "arcface", "softmax"])
     p = plot_rewards({run.method: [run]}, figdir / "rewards.png",
@@ -192,6 +235,12 @@ def compare_report(folder: Path, *, roc: bool = True) -> dict[str, Any]:
         doc.figure(p, "Test metric per method: bar = mean over seeds, error bar = 95% CI, dots = "
                       "seeds; under each name the training compute in candidate-epochs.")
         figures.append(p)
+    snr = snr_table(runs)
+    if not snr.empty:
+        doc.heading(2, "Reward signal-to-noise")
+        doc.table(snr, "Per method with more than one candidate per epoch: the median over its "
+                       "runs of each run's median SNR (results.json reward_snr), and how many "
+                       "runs were flagged (median SNR < 1: learning from noise). " + SNR_NOTE)
     for spec, block in tables_mod.test_blocks(tests):
         doc.heading(2, f"Test benchmark {spec}")
         doc.para("The final models of the runs above, tested once on this benchmark's test "

@@ -54,6 +54,9 @@ class CandidateResult:
     metrics: dict[str, float] = field(default_factory=dict)
     state: dict[str, Any] | None = None
     steps: int | None = None  # optimiser steps taken (recorded with early rejection)
+    # what the reward was computed from, per validation split: (details, metric, weight),
+    # for the reward's bootstrap noise (evaluation/reward_noise.py); dropped after the epoch
+    samples: list[tuple[dict[str, Any], str, float]] = field(default_factory=list)
 
 
 @dataclass
@@ -217,11 +220,19 @@ def _outputs_finite(trainee: Trainee, validations: list[Validation]) -> bool:
     return True
 
 
-def reward_of(trainee: Trainee, validations: list[Validation]) -> tuple[float, dict[str, float]]:
-    """Weighted mean of each validation split's metric; also returns every metric measured."""
+def reward_of(trainee: Trainee, validations: list[Validation],
+              samples: list | None = None) -> tuple[float, dict[str, float]]:
+    """Weighted mean of each validation split's metric; also returns every metric measured.
+    Validation is measured without flip augmentation; the all-pairs metrics only when the
+    reward is one of them (their O(N²) cost). samples, when a list, receives (details, metric,
+    weight) per split (`metrics.evaluate(details=...)`) for the reward's bootstrap noise."""
     weighted, weights, metrics = 0.0, 0.0, {}
     for v in validations:
-        measured = metrics_mod.evaluate(trainee.model, trainee.loss, v.split)
+        details: dict[str, Any] = {}
+        measured = metrics_mod.evaluate(trainee.model, trainee.loss, v.split,
+                                        all_pairs=v.metric.endswith("_all"), details=details)
+        if samples is not None:
+            samples.append((details, v.metric, float(v.weight)))
         if v.metric not in measured:
             raise ValueError(f"reward.metric {v.metric!r} is not measured on {v.name}; "
                              f"available: {', '.join(sorted(measured))}")
@@ -259,16 +270,18 @@ def record_candidate(results: list[CandidateResult], values: dict[str, float], t
     not finite is marked diverged here."""
     if status == "ok" and not finite_state(trainee):
         status = "diverged"
+    samples: list = []
     if status == "ok":
         try:
-            reward, metrics = reward_of(trainee, validations)
+            reward, metrics = reward_of(trainee, validations, samples)
         except ValueError:
             if _outputs_finite(trainee, validations):
                 raise  # a real error (e.g. a metric the split does not measure)
             status = "diverged"
     if status != "ok":
         reward, metrics = WORST_REWARD, {}
-    result = CandidateResult(dict(values), reward, train_loss, status, metrics)
+    result = CandidateResult(dict(values), reward, train_loss, status, metrics,
+                             samples=samples if status == "ok" else [])
     best = next((r for r in results if r.state is not None), None)
     if keep_all:
         if status == "ok":

@@ -68,7 +68,8 @@ REWARD_KEYS = {"metric", "validation", "pairs"}
 #: What [reward] metric may name: higher is better for each (docs/search.md). cosine_gap and
 #: roc_auc are smooth in the embeddings; verification_accuracy is thresholded.
 REWARD_METRICS = ("auto", "verification_accuracy", "roc_auc", "cosine_gap", "rank1",
-                  "tar@far=1e-2", "tar@far=1e-3", "tar@far=1e-4", "accuracy")
+                  "tar@far=1e-2", "tar@far=1e-3", "tar@far=1e-4", "tar@far=1e-3_all",
+                  "tar@far=1e-4_all", "accuracy")
 VALIDATION_KEYS = {"benchmark", "weight"}
 RUN_KEYS = {"seed", "device", "threads"}
 OPTIMIZERS = ("sgd", "adam", "adamw")

@@ -42,7 +42,7 @@ import torch
 
 import lfsearch
 from lfsearch import data, losses, models
-from lfsearch.evaluation import heldout, overlap, validation_pairs
+from lfsearch.evaluation import heldout, overlap, reward_noise, validation_pairs
 from lfsearch.evaluation import metrics as metrics_mod
 from lfsearch.search import accel as accel_mod
 from lfsearch.search import broadcast as broadcast_mod
@@ -199,7 +199,7 @@ class Search:
                                                 derive_seed(self.seed, "reward-pairs", spec), name)
             measured = ("accuracy",) if split.protocol == "classification" else tuple(
                 m for m in config_mod.REWARD_METRICS if m not in ("auto", "accuracy")
-                and (m != "rank1" or split.labels is not None))
+                and ((m != "rank1" and not m.endswith("_all")) or split.labels is not None))
             if metric != "auto" and metric not in measured:
                 raise ValueError(f"{self.config.get('_source', '<config>')}: "
                                  f"reward.metric {metric!r} is not measured on {name} (a "
@@ -280,6 +280,7 @@ class Search:
         trainee, controller, ckpt, source = self._ready
         rows: list[dict[str, Any]] = []
         controller_rows: list[dict[str, Any]] = []
+        snr_rows: list[dict[str, Any]] = []
         first_epoch = 0
         manifest = self._manifest()
         checkpoint_path = out / checkpoint_mod.NAME
@@ -294,6 +295,7 @@ class Search:
             trainee.load(ckpt["state"])
             controller.load_state_dict(ckpt["controller"])
             rows, controller_rows = ckpt["rows"], ckpt["controller_rows"]
+            snr_rows = list(ckpt.get("snr_rows", []))
             first_epoch = ckpt["epoch"] + 1
             old = _read_manifest(out / "manifest.json")
             manifest["started"] = old.get("started", manifest["started"])
@@ -365,6 +367,9 @@ class Search:
                                         if self.broadcast == "top_k_average" else {}),
                                      **({"steps": r.steps} if self.reject is not None else {}),
                                      **r.metrics})
+                snr_rows.append({"epoch": end - 1, **self._epoch_snr(results, chosen, end - 1)})
+                for r in results:
+                    r.samples = []
                 del interval, starts
                 if not self.writes:
                     continue
@@ -372,9 +377,11 @@ class Search:
                 controller_rows.append({**controller.describe(), "epoch": end - 1, **extra})
                 _write_csv(out / "epochs.csv", rows)
                 _write_csv(out / "controller.csv", controller_rows)
+                _write_csv(out / "snr.csv", snr_rows)
                 _save_checkpoint(checkpoint_path, {
                     "epoch": end - 1, "state": start, "controller": controller.state_dict(),
-                    "rows": rows, "controller_rows": controller_rows, "config": self.config,
+                    "rows": rows, "controller_rows": controller_rows, "snr_rows": snr_rows,
+                    "config": self.config,
                     **({"ema": broadcast.ema} if broadcast.ema is not None else {})},
                     keep_previous=keep_previous)
                 keep_previous = True
@@ -401,6 +408,10 @@ class Search:
             results["broadcast"] = self.broadcast
         if self.reject is not None:
             results.update(self._compute(rows))
+        results["reward_snr"] = {k: (v if not isinstance(v, float) or math.isfinite(v) else None)
+                                 for k, v in reward_noise.summarise_snr(
+                                     snr_rows, warn=self.config["controller"]["kind"] != "fixed"
+                                 ).items()}  # a fixed controller's candidates are one loss
         _write_json(out / "results.json", results)
         self._write_discovered(rows)
         manifest.update(status="complete", ended=_now(),
@@ -426,10 +437,20 @@ class Search:
                 "candidate_epochs_saved": round(sum(s - r["steps"] for r in rows
                                                     if r["status"] == "rejected") / s, 6),
                 "rejected": sum(r["status"] == "rejected" for r in rows)}
+    def _epoch_snr(self, results: list[candidate_mod.CandidateResult], chosen: int | None,
+                   epoch: int) -> dict[str, float]:
+        """The competing epoch's reward spread, the chosen reward's bootstrap noise and their
+        ratio (evaluation/reward_noise.py), from the scores the rewards were computed on."""
+        noise = math.nan
+        if chosen is not None:
+            noise = reward_noise.reward_noise(results[chosen].samples,
+                                              seed=derive_seed(self.seed, "snr", epoch))
+        return reward_noise.epoch_snr([r.reward for r in results if r.status == "ok"], noise)
 
     def _test(self, trainee: candidate_mod.Trainee, rows: list[dict[str, Any]]) -> dict[str, Any]:
         split = self.benchmark.test
-        metrics = metrics_mod.evaluate(trainee.model, trainee.loss, split)
+        flip = bool(self.benchmark.flip)  # test-time flip augmentation (face benchmarks)
+        metrics = metrics_mod.evaluate(trainee.model, trainee.loss, split, flip=flip)
         chosen = [r for r in rows if r["chosen"]]
         return {
             "method": self.config["method"]["name"],
@@ -440,6 +461,7 @@ class Search:
             "candidates": self.candidates,
             "candidate_epochs": len(rows),
             "test_metric": default_metric(split),
+            "test_flip": flip,
             # NaN (a metric the split is too small for) is written as null: valid JSON
             "test": {k: (float(v) if math.isfinite(float(v)) else None) for k, v in metrics.items()},
             "final_validation_reward": chosen[-1]["reward"] if chosen else None,
