@@ -233,7 +233,7 @@ HEADS = [("softmax", {}), ("cosface", {}), ("arcface", {}), ("modulated", {"a": 
 @pytest.mark.parametrize("name, kw", HEADS, ids=[f"{n}{'-bins' if 'bins' in k else ''}"
                                                  for n, k in HEADS])
 def test_a_loss_holds_one_n_by_c_matrix_for_backward(name, kw):
-    loss = losses_mod.build(name, DH, C, **kw)
+    loss = losses_mod.build(name, embedding_size=DH, num_classes=C, **kw)
     x = torch.randn(N, DH, requires_grad=True)
     y = torch.randint(0, C, (N,))
     saved = set()
@@ -264,7 +264,7 @@ def test_packed_training_with_a_100k_class_head_keeps_one_n_by_c_matrix_per_cand
     classes, n, m = 100_000, 8, len(params)
     torch.manual_seed(0)
     model = models.build("digits_net", embedding_size=4, in_channels=1, image_size=(8, 8))
-    loss = losses_mod.build(name, 4, classes)
+    loss = losses_mod.build(name, embedding_size=4, num_classes=classes)
     opt = candidate_mod.make_optimizer("sgd", list(model.parameters()) + list(loss.parameters()),
                                     lr=0.01, momentum=0.9, weight_decay=0.0)
     trainee = candidate_mod.Trainee(model, loss, opt)
