@@ -82,7 +82,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
                          candidates=args.candidates, seed=args.seed, device=args.device,
                          model=args.model, threads=args.threads, out=args.out,
                          resume=args.resume, force=args.force, progress=progress,
-                         dist_timeout=args.dist_timeout, test_benchmarks=args.test_benchmark)
+                         dist_timeout=args.dist_timeout, test_benchmarks=args.test_benchmark,
+                         tensorboard=args.tensorboard)
     except RankFailure as exc:  # under torchrun: a rank died, hung or was stopped
         print(f"lfsearch: error: {one_line(str(exc))}", file=sys.stderr)
         return 1
@@ -305,6 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-benchmark", action="append", metavar="SPEC",
                    help="a benchmark to test the final model on, never searched on; repeatable; "
                    "replaces the file's [test] benchmarks (e.g. bin:data/lfw.bin)")
+    p.add_argument("--no-tensorboard", dest="tensorboard", action="store_false", default=None,
+                   help="write no TensorBoard events (default: written to the run folder when "
+                   "the tensorboard package is installed; tensorboard --logdir runs)")
     p.set_defaults(func=_cmd_search)
 
     p = sub.add_parser(

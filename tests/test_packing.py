@@ -88,6 +88,10 @@ def test_packed_gives_the_epoch_results_of_sequential(bench, loss_name, loss_kw,
         assert [r.reward for r in packed] == pytest.approx([r.reward for r in seq], abs=1e-9)
         assert [r.train_loss for r in packed] == pytest.approx([r.train_loss for r in seq],
                                                                rel=1e-4)
+        for p, q in zip(packed, seq):  # every step's loss (tracking), mean = the epoch's
+            assert len(p.step_losses) == len(q.step_losses) == len(train) // 32
+            assert p.step_losses == pytest.approx(q.step_losses, rel=1e-4)
+            assert sum(q.step_losses) / len(q.step_losses) == pytest.approx(q.train_loss)
         chosen = candidate_mod.choose_best(seq)
         assert candidate_mod.choose_best(packed) == chosen
         assert [r.state is not None for r in packed] == [r.state is not None for r in seq]

@@ -52,6 +52,7 @@ class CandidateResult:
     status: str  # "ok" or "diverged"
     metrics: dict[str, float] = field(default_factory=dict)
     state: dict[str, Any] | None = None
+    step_losses: list[float] = field(default_factory=list)  # each step's loss (tracking.py)
 
 
 @dataclass
@@ -125,8 +126,10 @@ def make_grad_scaler(device: torch.device | str) -> torch.amp.GradScaler:
 
 def train_one_epoch(trainee: Trainee, train: data.LabelledImages, *, batch_size: int,
                     generator: torch.Generator, lr: float, augment: str = "none",
-                    autocast_dtype: torch.dtype | None = None) -> tuple[float, str]:
+                    autocast_dtype: torch.dtype | None = None,
+                    step_losses: list[float] | None = None) -> tuple[float, str]:
     """Train one epoch; returns (mean training loss, status). Stops at the first non-finite loss.
+    step_losses, when given, gets each step's loss appended.
 
     autocast_dtype (e.g. torch.bfloat16 on a GPU): forward and loss under torch.autocast.
     torch.float16 adds loss scaling with the trainee's GradScaler (one is made when it has
@@ -164,7 +167,10 @@ def train_one_epoch(trainee: Trainee, train: data.LabelledImages, *, batch_size:
         else:
             value.backward()
             trainee.optimizer.step()
-        total += float(value.detach()) * len(labels)
+        step = float(value.detach())
+        if step_losses is not None:
+            step_losses.append(step)
+        total += step * len(labels)
         count += len(labels)
     return total / max(count, 1), "ok"
 
@@ -219,7 +225,7 @@ def skipped(values: dict[str, float]) -> CandidateResult:
 def record_candidate(results: list[CandidateResult], values: dict[str, float], train_loss: float,
                      status: str, trainee: Trainee, validations: list[Validation],
                      on_candidate: Callable[[int, CandidateResult], None] | None,
-                     keep_all: bool = False) -> None:
+                     keep_all: bool = False, step_losses: list[float] | None = None) -> None:
     """Reward the candidate `trainee` now holds, append its result, and keep the state of the
     best candidate so far only (the first on ties), or of every candidate that did not
     diverge (keep_all); a diverged one gets WORST_REWARD.
@@ -237,7 +243,8 @@ def record_candidate(results: list[CandidateResult], values: dict[str, float], t
             status = "diverged"
     if status != "ok":
         reward, metrics = WORST_REWARD, {}
-    result = CandidateResult(dict(values), reward, train_loss, status, metrics)
+    result = CandidateResult(dict(values), reward, train_loss, status, metrics,
+                             step_losses=list(step_losses or []))
     best = next((r for r in results if r.state is not None), None)
     if keep_all:
         if status == "ok":

@@ -178,6 +178,7 @@ class PackedPopulation:
         """One epoch for every candidate; (mean training loss, status) per candidate."""
         m = self.m
         totals, count = [0.0] * m, 0
+        self.step_losses: list[list[float]] = [[] for _ in range(m)]
         alive = [True] * m
         first = True
         drop_last = len(train) > batch_size  # as the reference path
@@ -213,6 +214,7 @@ class PackedPopulation:
                 if alive[i]:
                     v = next(it)
                     if math.isfinite(v):
+                        self.step_losses[i].append(v)
                         totals[i] += v * len(labels)
                     else:
                         alive[i] = False  # it takes no step with that loss
@@ -325,5 +327,6 @@ def run_epoch_packed(trainee: Trainee, start: dict[str, Any] | list[dict[str, An
             trainee.loss.set_params(**values)  # as the reference path; the trained state wins
             pop.load_candidate(i)
         candidate_mod.record_candidate(results, values, train_loss, status, trainee, validations,
-                                    on_candidate, keep_all=keep_all)
+                                    on_candidate, keep_all=keep_all,
+                                    step_losses=pop.step_losses[i])
     return results
