@@ -250,8 +250,9 @@ def _cmd_data(args: argparse.Namespace) -> int:
         print(json.dumps(pack.summarise(Path(args.file), args.sheet and Path(args.sheet)),
                          indent=2))
     else:
-        info = pack.write_bin(Path(args.pairs), Path(args.root), Path(args.out))
-        print(f"{info['bin']}: {info['pairs']} pairs ({info['same']} same)")
+        info = pack.write_bin(Path(args.pairs), Path(args.root), Path(args.out), size=args.size)
+        print(f"{info['bin']}: {info['pairs']} pairs ({info['same']} same), images "
+              f"{info['size'][0]}x{info['size'][1]} ({info['resized']} resized)")
     return 0
 
 
@@ -436,11 +437,17 @@ def build_parser() -> argparse.ArgumentParser:
                             "the pairs' encoded image bytes and their same/different flags) "
                             "from an LFW-style pairs file: lines 'name n1 n2' (same person) or "
                             "'name1 n1 name2 n2' (different), images ROOT/NAME/NAME_NNNN.jpg. "
+                            "Every image is stored HxW (--size, 112x112) so that insightface's "
+                            "load_bin reads the file too. "
                             "Test on it with --benchmark bin:FILE. Example: lfsearch data bin "
                             "lfw/pairs.txt --root lfw --out data/lfw.bin")
     q.add_argument("pairs", help="pairs file ('name n1 n2' / 'name1 n1 name2 n2' lines)")
     q.add_argument("--root", required=True, help="images as ROOT/NAME/NAME_NNNN.jpg")
     q.add_argument("--out", required=True, help="the .bin to write")
+    q.add_argument("--size", default="112x112", metavar="HxW",
+                   help="every image stored at this size (default 112x112, what insightface's "
+                   "load_bin reads): one already that size is kept byte for byte, the others "
+                   "resized (bilinear, the aspect ratio not kept) and stored as JPEG")
     p.set_defaults(func=_cmd_data)
     return parser
 
