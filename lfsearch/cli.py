@@ -237,6 +237,24 @@ def _add_threads(p: argparse.ArgumentParser, scope: str = "the run") -> None:
                    "thread count")
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from lfsearch.experiments.export import export_onnx
+
+    info = export_onnx(args.run_dir, args.onnx, opset=args.opset)
+    shape = "x".join(str(v) for v in info["input_shape"])
+    print(f"{info['onnx']}: {info['model']} backbone of {info['run_dir']}, images {shape} in "
+          f"[-1, 1] -> {info['embedding_size']}-d embeddings ({info['exporter']} exporter)")
+    check = info["check"]
+    if check["checked"]:
+        print(f"checked with onnxruntime on {check['batch']} images: embeddings match PyTorch "
+              f"(max |diff| {check['max_abs_diff']:.2g} for values up to "
+              f"{check['max_abs_embedding']:.3g}; normalised {check['max_abs_diff_normalised']:.2g}"
+              f" <= {check['tolerance']:g})")
+    else:
+        print(f"could not check: {check['reason']}")
+    return 0
+
+
 def _cmd_data(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
@@ -402,6 +420,20 @@ def build_parser() -> argparse.ArgumentParser:
                    "pruner, median")
     p.add_argument("--quiet", action="store_true", help="no line per trial")
     p.set_defaults(func=_cmd_study)
+
+    p = sub.add_parser("export", help="export a run's trained backbone to ONNX",
+                       description="Export a run folder's final backbone (its checkpoint's best "
+                       "candidate) to ONNX: float32 images (N, C, H, W) with pixels in [-1, 1] "
+                       "(x / 127.5 - 1), N free, to (N, D) embeddings. With onnxruntime "
+                       "installed the file is run on random images and its embeddings must "
+                       "match PyTorch's to 1e-4 (relative to their scale; normalised ones "
+                       "absolutely) or nothing is written; without it the file is written and "
+                       "the check is reported as not done. Needs pip install 'lfsearch[onnx]'. "
+                       "Example: lfsearch export runs/casia-r50 --onnx r50.onnx")
+    p.add_argument("run_dir", help="a run folder written by lfsearch search")
+    p.add_argument("--onnx", required=True, metavar="FILE", help="the .onnx file to write")
+    p.add_argument("--opset", type=int, help="ONNX opset version (default: the exporter's)")
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("data", help="data tools: pack an identity folder into insightface "
                        "RecordIO, show a .rec, build a verification .bin",

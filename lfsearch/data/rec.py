@@ -1,6 +1,7 @@
-"""rec: an insightface RecordIO training set (train.rec [+ train.idx, else one scan] [+ property]) split by
-identity like folder (identities.py), its training split in memory or streamed. The format is
-recordio.py's; only the record index and the identity ranges are read up front."""
+"""rec: an insightface RecordIO training set (train.rec [+ train.idx, else one scan]
+[+ property]) split by identity like folder (identities.py), its training split in memory or
+streamed. The format is recordio.py's; only the record index and the identity ranges are read
+up front."""
 
 from __future__ import annotations
 
