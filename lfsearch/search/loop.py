@@ -111,7 +111,7 @@ class Search:
     def __init__(self, config: dict[str, Any], out: Path,
                  progress: Callable[[Progress], None] | None = None,
                  group: distributed_mod.Group | None = None, *,
-                 callbacks: list[Any] | None = None, tensorboard: bool | None = False):
+                 callbacks: list[Any] | None = None, tensorboard: bool | None = None):
         self.config = config
         self.out = out
         self.progress = progress
