@@ -87,7 +87,8 @@ def _setup(spec: dict):
         loss = losses_mod.build("softmax", embedding_size=model.embedding_size, num_classes=classes)
         params = [{}]
     else:
-        loss = losses_mod.build("modulated", embedding_size=model.embedding_size, num_classes=classes, s=16.0)
+        loss = losses_mod.build("modulated", embedding_size=model.embedding_size, num_classes=classes,
+                                s=16.0)
         params = [{"a": 1.0 + 7.0 * i / max(m - 1, 1)} for i in range(m)]
     loss = loss.to(device)
     opt = candidate_mod.make_optimizer("sgd", list(model.parameters()) + list(loss.parameters()),

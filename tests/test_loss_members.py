@@ -16,7 +16,8 @@ RECENT = [cls.name for cls in losses.MEMBERS]
 
 
 def _build(name, seed=0, c=C, **params):
-    return losses.build(name, embedding_size=D, num_classes=c, generator=torch.Generator().manual_seed(seed),
+    return losses.build(name, embedding_size=D, num_classes=c,
+                        generator=torch.Generator().manual_seed(seed),
                         **params).double()
 
 

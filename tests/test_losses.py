@@ -21,7 +21,8 @@ def _data(seed=0, n=N, d=D, c=C, near_opposite=8):
 
 
 def _head(name, seed=0, **params):
-    loss = losses.build(name, embedding_size=D, num_classes=C, generator=torch.Generator().manual_seed(seed), **params)
+    loss = losses.build(name, embedding_size=D, num_classes=C,
+                        generator=torch.Generator().manual_seed(seed), **params)
     return loss.double()
 
 
@@ -176,8 +177,10 @@ def test_available_and_heads():
 
 
 def test_am_softmax_is_cosface():
-    a = losses.build("am_softmax", embedding_size=D, num_classes=C, generator=torch.Generator().manual_seed(1))
-    b = losses.build("cosface", embedding_size=D, num_classes=C, generator=torch.Generator().manual_seed(1))
+    a = losses.build("am_softmax", embedding_size=D, num_classes=C,
+                     generator=torch.Generator().manual_seed(1))
+    b = losses.build("cosface", embedding_size=D, num_classes=C,
+                     generator=torch.Generator().manual_seed(1))
     x, y = torch.randn(8, D), torch.randint(0, C, (8,))
     assert torch.equal(a(x, y), b(x, y))
 
@@ -278,7 +281,8 @@ def test_joint_is_main_plus_weighted_aux():
                                   "triplet_margin": 0.5}
     for aux in losses.AUX_NAMES:
         for main in ["softmax", "arcface", "modulated", "am_lfs", "lsoftmax"]:
-            loss = losses.build(main, embedding_size=D, num_classes=C, aux=aux, aux_weight=0.01).double()
+            loss = losses.build(main, embedding_size=D, num_classes=C,
+                                aux=aux, aux_weight=0.01).double()
             xx = x.clone().requires_grad_()
             loss(xx, y).backward()
             assert bool(torch.isfinite(xx.grad).all())

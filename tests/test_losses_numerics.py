@@ -131,7 +131,8 @@ def test_fused_cross_entropy_matches_autograd_on_margin_logits(name, params):
     """Value and gradients of the fused path equal F.cross_entropy on margin_logits()."""
     d, c, n = 6, 5, 20
     g = torch.Generator().manual_seed(11)
-    loss = losses_mod.build(name, embedding_size=d, num_classes=c, generator=g, **params).double().eval()  # λ stays put
+    loss = losses_mod.build(name, embedding_size=d, num_classes=c,
+                            generator=g, **params).double().eval()  # λ stays put
     x = torch.randn(n, d, generator=g, dtype=torch.float64)
     y = torch.randint(0, c, (n,), generator=g)
     x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()

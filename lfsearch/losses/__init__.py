@@ -54,7 +54,8 @@ from lfsearch.losses.registry import (
 from lfsearch.losses.subcenters import SubCenterArcFace
 
 __all__ = [
-    "Loss", "build", "from_discovered", "available", "describe", "describe_table", "AUX_NAMES", "MEMBERS",
+    "Loss", "build", "from_discovered", "available", "describe", "describe_table", "AUX_NAMES",
+    "MEMBERS",
     "modulation_table", "Joint", "Softmax", "WeightedSoftmax", "LSoftmax", "SphereFace",
     "L2Softmax", "NormFace", "CosFace", "ArcFace", "CombinedMargin", "Modulated", "AMLFS",
     "CenterLoss", "RangeLoss", "ContrastiveLoss", "TripletLoss", "AdaFace", "MagFace",

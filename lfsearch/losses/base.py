@@ -22,8 +22,8 @@ a state of another loss is refused). ``set_schedule``/``set_epoch`` replay per-e
 parameters (``lfsearch.losses.from_discovered``). docs/library.md.
 
 Joint supervision: ``build("cosface", embedding_size=D, num_classes=C, aux="center",
-aux_weight=0.01, aux_params={...})`` returns a :class:`Joint` loss  L = L_main + aux_weight·L_aux whose
-``.weight``/``.logits`` are the main head's; its searchable parameters are the main
+aux_weight=0.01, aux_params={...})`` returns a :class:`Joint` loss L = L_main + aux_weight·L_aux
+whose ``.weight``/``.logits`` are the main head's; its searchable parameters are the main
 loss's, ``aux_weight`` and the aux term's prefixed with its name (``triplet_margin``).
 
 Angles are in radians (see :mod:`lfsearch.losses.margins`). Bad input raises ``ValueError``
