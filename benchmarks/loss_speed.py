@@ -125,7 +125,7 @@ def run(classes: list[int], repeats: int | None, device: torch.device, out=sys.s
         for label, name, params, pml_ctor in MEMBERS:
             if only and label not in only:
                 continue
-            mod = losses_mod.build(name, D, C, **params).to(device)
+            mod = losses_mod.build(name, embedding_size=D, num_classes=C, **params).to(device)
             w0 = weight0 if mod.weight.shape == weight0.shape else mod.weight.detach().cpu()
             with torch.no_grad():
                 mod.weight.copy_(w0)
@@ -139,7 +139,7 @@ def run(classes: list[int], repeats: int | None, device: torch.device, out=sys.s
                 fns[pml_label] = _step_fn(ref, x, y)
             rows.append((label, pml_label, True))
         for label, name, params in (JOINT if not only else []):
-            mod = losses_mod.build(name, D, C, **params).to(device)
+            mod = losses_mod.build(name, embedding_size=D, num_classes=C, **params).to(device)
             fns[label] = _step_fn(mod, x, y)
             rows.append((label, None, False))
 

@@ -84,10 +84,11 @@ def _setup(spec: dict):
     model = models_mod.build(spec["model"]).to(device)
     m = spec["m"]
     if spec["mode"] == "single":
-        loss = losses_mod.build("softmax", model.embedding_size, classes)
+        loss = losses_mod.build("softmax", embedding_size=model.embedding_size, num_classes=classes)
         params = [{}]
     else:
-        loss = losses_mod.build("modulated", model.embedding_size, classes, s=16.0)
+        loss = losses_mod.build("modulated", embedding_size=model.embedding_size, num_classes=classes,
+                                s=16.0)
         params = [{"a": 1.0 + 7.0 * i / max(m - 1, 1)} for i in range(m)]
     loss = loss.to(device)
     opt = candidate_mod.make_optimizer("sgd", list(model.parameters()) + list(loss.parameters()),
@@ -165,7 +166,7 @@ def large_head(device: torch.device, m: int, n: int, classes: int = 100_000,
     """One packed step of M cosface candidates with a classes x dim head."""
     torch.manual_seed(0)
     model = models_mod.build("digits_net", embedding_size=dim).to(device)
-    loss = losses_mod.build("cosface", dim, classes).to(device)
+    loss = losses_mod.build("cosface", embedding_size=dim, num_classes=classes).to(device)
     opt = candidate_mod.make_optimizer("sgd", list(model.parameters()) + list(loss.parameters()),
                                     lr=0.01, momentum=0.9, weight_decay=5e-4)
     trainee = candidate_mod.Trainee(model, loss, opt)

@@ -84,7 +84,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
                          candidates=args.candidates, seed=args.seed, device=args.device,
                          model=args.model, threads=args.threads, out=args.out,
                          resume=args.resume, force=args.force, progress=progress,
-                         dist_timeout=args.dist_timeout, test_benchmarks=args.test_benchmark)
+                         dist_timeout=args.dist_timeout, test_benchmarks=args.test_benchmark,
+                         tensorboard=args.tensorboard)
     except RankFailure as exc:  # under torchrun: a rank died, hung or was stopped
         print(f"lfsearch: error: {one_line(str(exc))}", file=sys.stderr)
         return 1
@@ -240,6 +241,24 @@ def _add_threads(p: argparse.ArgumentParser, scope: str = "the run") -> None:
                    "thread count")
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from lfsearch.experiments.export import export_onnx
+
+    info = export_onnx(args.run_dir, args.onnx, opset=args.opset)
+    shape = "x".join(str(v) for v in info["input_shape"])
+    print(f"{info['onnx']}: {info['model']} backbone of {info['run_dir']}, images {shape} in "
+          f"[-1, 1] -> {info['embedding_size']}-d embeddings ({info['exporter']} exporter)")
+    check = info["check"]
+    if check["checked"]:
+        print(f"checked with onnxruntime on {check['batch']} images: embeddings match PyTorch "
+              f"(max |diff| {check['max_abs_diff']:.2g} for values up to "
+              f"{check['max_abs_embedding']:.3g}; normalised {check['max_abs_diff_normalised']:.2g}"
+              f" <= {check['tolerance']:g})")
+    else:
+        print(f"could not check: {check['reason']}")
+    return 0
+
+
 def _cmd_data(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
@@ -253,9 +272,10 @@ def _cmd_data(args: argparse.Namespace) -> int:
         print(json.dumps(pack.summarise(Path(args.file), args.sheet and Path(args.sheet),
                                         force=args.force), indent=2))
     else:
-        info = pack.write_bin(Path(args.pairs), Path(args.root), Path(args.out),
+        info = pack.write_bin(Path(args.pairs), Path(args.root), Path(args.out), size=args.size,
                               force=args.force)
-        print(f"{info['bin']}: {info['pairs']} pairs ({info['same']} same)")
+        print(f"{info['bin']}: {info['pairs']} pairs ({info['same']} same), images "
+              f"{info['size'][0]}x{info['size'][1]} ({info['resized']} resized)")
     return 0
 
 
@@ -310,6 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-benchmark", action="append", metavar="SPEC",
                    help="a benchmark to test the final model on, never searched on; repeatable; "
                    "replaces the file's [test] benchmarks (e.g. bin:data/lfw.bin)")
+    p.add_argument("--no-tensorboard", dest="tensorboard", action="store_false", default=None,
+                   help="write no TensorBoard events (default: written to the run folder when "
+                   "the tensorboard package is installed; tensorboard --logdir runs)")
     p.set_defaults(func=_cmd_search)
 
     p = sub.add_parser(
@@ -406,6 +429,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no line per trial")
     p.set_defaults(func=_cmd_study)
 
+    p = sub.add_parser("export", help="export a run's trained backbone to ONNX",
+                       description="Export a run folder's final backbone (its checkpoint's best "
+                       "candidate) to ONNX: float32 images (N, C, H, W) with pixels in [-1, 1] "
+                       "(x / 127.5 - 1), N free, to (N, D) embeddings. With onnxruntime "
+                       "installed the file is run on random images and its embeddings must "
+                       "match PyTorch's to 1e-4 (relative to their scale; normalised ones "
+                       "absolutely) or nothing is written; without it the file is written and "
+                       "the check is reported as not done. Needs pip install 'lfsearch[onnx]'. "
+                       "Example: lfsearch export runs/casia-r50 --onnx r50.onnx")
+    p.add_argument("run_dir", help="a run folder written by lfsearch search")
+    p.add_argument("--onnx", required=True, metavar="FILE", help="the .onnx file to write")
+    p.add_argument("--opset", type=int, help="ONNX opset version (default: the exporter's)")
+    p.set_defaults(func=_cmd_export)
+
     p = sub.add_parser("data", help="data tools: pack an identity folder into insightface "
                        "RecordIO, show a .rec, build a verification .bin",
                        description="Data tools for face-recognition training sets "
@@ -442,12 +479,18 @@ def build_parser() -> argparse.ArgumentParser:
                             "the pairs' encoded image bytes and their same/different flags) "
                             "from an LFW-style pairs file: lines 'name n1 n2' (same person) or "
                             "'name1 n1 name2 n2' (different), images ROOT/NAME/NAME_NNNN.jpg. "
+                            "Every image is stored HxW (--size, 112x112) so that insightface's "
+                            "load_bin reads the file too. "
                             "Test on it with --benchmark bin:FILE. Example: lfsearch data bin "
                             "lfw/pairs.txt --root lfw --out data/lfw.bin")
     q.add_argument("pairs", help="pairs file ('name n1 n2' / 'name1 n1 name2 n2' lines)")
     q.add_argument("--root", required=True, help="images as ROOT/NAME/NAME_NNNN.jpg")
     q.add_argument("--out", required=True, help="the .bin to write")
     q.add_argument("--force", action="store_true", help="replace an existing output file")
+    q.add_argument("--size", default="112x112", metavar="HxW",
+                   help="every image stored at this size (default 112x112, what insightface's "
+                   "load_bin reads): one already that size is kept byte for byte, the others "
+                   "resized (bilinear, the aspect ratio not kept) and stored as JPEG")
     p.set_defaults(func=_cmd_data)
     return parser
 

@@ -16,7 +16,8 @@ RECENT = [cls.name for cls in losses.MEMBERS]
 
 
 def _build(name, seed=0, c=C, **params):
-    return losses.build(name, D, c, generator=torch.Generator().manual_seed(seed),
+    return losses.build(name, embedding_size=D, num_classes=c,
+                        generator=torch.Generator().manual_seed(seed),
                         **params).double()
 
 
@@ -106,7 +107,7 @@ def test_adaface_hand_values():
     assert losses.AdaFace.formula_at(c, 1.0, 0.4).item() == pytest.approx(-0.002223, abs=1e-6)
     # ẑ from a batch: norms 10 and 30 with μ = 20, σ = 100 and t_alpha = 1 (stats = batch):
     # mean 20, unbiased std sqrt(200) = 14.142136; ẑ = ±10/(14.142136 + 0.001)·h
-    loss = losses.build("adaface", 2, 3, t_alpha=1.0, h=1.0)
+    loss = losses.build("adaface", embedding_size=2, num_classes=3, t_alpha=1.0, h=1.0)
     x = torch.tensor([[10.0, 0.0], [0.0, 30.0]])
     zhat = loss._zhat(x, update=True)
     assert loss.batch_mean.item() == pytest.approx(20.0)
@@ -171,7 +172,7 @@ def test_magface_matches_paper_including_gradient_through_the_norm():
 
 
 def test_magface_hand_values():
-    loss = losses.build("magface", 2, 3)
+    loss = losses.build("magface", embedding_size=2, num_classes=3)
     a = torch.tensor([60.0], dtype=f64)
     # m(60) = 0.35/100·50 + 0.45 = 0.625;  g(60) = 1/60 + 60/110² = 0.0166667 + 0.0049587
     assert loss.margin(a).item() == pytest.approx(0.625, abs=1e-12)
@@ -183,8 +184,8 @@ def test_magface_hand_values():
 
 def test_magface_bad_relations_change_nothing():
     with pytest.raises(ValueError, match="u_a must be > l_a"):
-        losses.build("magface", 4, 3, l_a=50.0, u_a=40.0)
-    loss = losses.build("magface", 4, 3)
+        losses.build("magface", embedding_size=4, num_classes=3, l_a=50.0, u_a=40.0)
+    loss = losses.build("magface", embedding_size=4, num_classes=3)
     with pytest.raises(ValueError, match="u_m must be >= l_m"):
         loss.set_params(l_m=0.9)
     assert loss.get_params()["l_m"] == 0.45
@@ -296,7 +297,7 @@ def test_curricularface_matches_paper_over_three_steps():
 def test_curricularface_hand_values():
     # one step from t = 0 with mean target cosine 0.5: t = 0.01·0.5 = 0.005; a hard negative
     # at cos 0.6 becomes 0.6·(0.005 + 0.6) = 0.363
-    loss = losses.build("curricularface", 2, 3).double()
+    loss = losses.build("curricularface", embedding_size=2, num_classes=3).double()
     loss._negatives(torch.tensor([0.4, 0.6], dtype=f64), update=True)
     assert loss.t.item() == pytest.approx(0.005)
     assert loss.negative_transform(torch.tensor(0.6, dtype=f64)).item() == pytest.approx(0.363)
@@ -336,7 +337,7 @@ def test_mv_softmax_two_classes_by_hand():
     # W = e_0, e_1; x with cos θ_0 = 0.6 (target), cos θ_1 = 0.8: hard (0.8 > 0.6 − 0.35).
     # logits s·(0.6 − 0.35) = 2.5 and s·(1.2·0.8 + 0.2) = 11.6 at s = 10;
     # loss = log(1 + e^(11.6 − 2.5)) = 9.100112
-    loss = losses.build("mv_softmax", 2, 2, s=10.0).double()
+    loss = losses.build("mv_softmax", embedding_size=2, num_classes=2, s=10.0).double()
     with torch.no_grad():
         loss.weight.copy_(torch.eye(2, dtype=f64))
     x = torch.tensor([[0.6, 0.8]], dtype=f64)
@@ -394,7 +395,7 @@ def test_fused_path_equals_autograd_on_margin_logits(name):
                                   (1.0, -1.0, 0.0, 1.0)])
 def test_finite_loss_and_gradient_at_cos_plus_minus_one(name, dtype, ends):
     d, c = 4, 3
-    loss = losses.build(name, d, c)
+    loss = losses.build(name, embedding_size=d, num_classes=c)
     k = getattr(loss, "K", 1)
     with torch.no_grad():  # class j (every sub-centre of it) along e_j
         loss.weight.copy_(torch.eye(c, d).repeat_interleave(k, dim=0) * 2.0)
@@ -452,9 +453,9 @@ def test_registry_lists_every_recent_member_and_the_unified_view():
 ])
 def test_bad_parameters_name_the_field(name, params, match):
     with pytest.raises(ValueError, match=match):
-        losses.build(name, 4, 3, **params)
+        losses.build(name, embedding_size=4, num_classes=3, **params)
 
 
 def test_adacos_needs_three_classes():
     with pytest.raises(ValueError, match="num_classes >= 3"):
-        losses.build("adacos", 4, 2)
+        losses.build("adacos", embedding_size=4, num_classes=2)

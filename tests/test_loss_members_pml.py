@@ -21,7 +21,8 @@ N, D, C = 40, 8, 6
                                    (64.0, 0.2, 4)])
 def test_subcenter_arcface_agrees_with_pml(s, m, K):
     g = torch.Generator().manual_seed(3)
-    ours = losses_mod.build("subcenter_arcface", D, C, s=s, m=m, K=K, generator=g).double()
+    ours = losses_mod.build("subcenter_arcface", embedding_size=D, num_classes=C,
+                            s=s, m=m, K=K, generator=g).double()
     assert ours.weight.shape == (C * K, D)
     ref = pml_losses.SubCenterArcFaceLoss(num_classes=C, embedding_size=D,
                                           margin=math.degrees(m), scale=s,

@@ -21,7 +21,8 @@ def _data(seed=0, n=N, d=D, c=C, near_opposite=8):
 
 
 def _head(name, seed=0, **params):
-    loss = losses.build(name, D, C, generator=torch.Generator().manual_seed(seed), **params)
+    loss = losses.build(name, embedding_size=D, num_classes=C,
+                        generator=torch.Generator().manual_seed(seed), **params)
     return loss.double()
 
 
@@ -161,7 +162,7 @@ def test_available_and_heads():
                  "modulated", "am_lfs", "center", "range", "contrastive", "triplet"]:
         assert name in names
     for name in names:
-        loss = losses.build(name, D, C)
+        loss = losses.build(name, embedding_size=D, num_classes=C)
         if name in losses.AUX_NAMES:
             continue
         # Sub-center ArcFace: K sub-centres per class, class-major (C·K, D)
@@ -176,8 +177,10 @@ def test_available_and_heads():
 
 
 def test_am_softmax_is_cosface():
-    a = losses.build("am_softmax", D, C, generator=torch.Generator().manual_seed(1))
-    b = losses.build("cosface", D, C, generator=torch.Generator().manual_seed(1))
+    a = losses.build("am_softmax", embedding_size=D, num_classes=C,
+                     generator=torch.Generator().manual_seed(1))
+    b = losses.build("cosface", embedding_size=D, num_classes=C,
+                     generator=torch.Generator().manual_seed(1))
     x, y = torch.randn(8, D), torch.randint(0, C, (8,))
     assert torch.equal(a(x, y), b(x, y))
 
@@ -264,7 +267,7 @@ def test_l2_softmax_alpha_fixed_or_learned():
 # ------------------------------------------------------------------------ joint terms
 def test_joint_is_main_plus_weighted_aux():
     g = torch.Generator().manual_seed(3)
-    joint = losses.build("cosface", D, C, aux="triplet", aux_weight=0.5,
+    joint = losses.build("cosface", embedding_size=D, num_classes=C, aux="triplet", aux_weight=0.5,
                          aux_params={"margin": 0.3}, generator=g).double()
     x, y = _inputs_for(joint)
     expected = joint.main(x, y) + 0.5 * joint.aux(x, y)
@@ -278,7 +281,8 @@ def test_joint_is_main_plus_weighted_aux():
                                   "triplet_margin": 0.5}
     for aux in losses.AUX_NAMES:
         for main in ["softmax", "arcface", "modulated", "am_lfs", "lsoftmax"]:
-            loss = losses.build(main, D, C, aux=aux, aux_weight=0.01).double()
+            loss = losses.build(main, embedding_size=D, num_classes=C,
+                                aux=aux, aux_weight=0.01).double()
             xx = x.clone().requires_grad_()
             loss(xx, y).backward()
             assert bool(torch.isfinite(xx.grad).all())
@@ -300,7 +304,7 @@ def test_aux_hand_values():
     intra = (2 / (1 / 3 + 1 / 2) + 0.5) / 2
     inter = 10.0 - (10.25 - 4 / 3)
     assert rng(xr, yr).item() == pytest.approx(intra + inter)
-    center = losses.build("center", 1, 2).double()
+    center = losses.build("center", embedding_size=1, num_classes=2).double()
     with torch.no_grad():
         center.centers.copy_(_line([0.5, 3.0]))
     assert center(x, y).item() == pytest.approx(0.5 * (0.25 + 0.25 + 0 + 0.25) / 4)
@@ -346,19 +350,19 @@ def test_bad_build_names_field_and_allowed_values(kwargs, match):
     kwargs = dict(kwargs)
     name = kwargs.pop("name")
     with pytest.raises(ValueError, match=match):
-        losses.build(name, D, C, **kwargs)
+        losses.build(name, embedding_size=D, num_classes=C, **kwargs)
 
 
 def test_missing_sizes():
     with pytest.raises(ValueError, match=r"embedding_size must be a positive integer; got None"):
         losses.build("cosface")
     with pytest.raises(ValueError, match=r"num_classes must be a positive integer; got 0"):
-        losses.build("arcface", D, 0)
+        losses.build("arcface", embedding_size=D, num_classes=0)
 
 
 @pytest.mark.parametrize("name", ["cosface", "softmax", "lsoftmax", "am_lfs", "modulated"])
 def test_bad_inputs_at_call_time(name):
-    loss = losses.build(name, D, C)
+    loss = losses.build(name, embedding_size=D, num_classes=C)
     x, y = torch.randn(4, D), torch.tensor([0, 1, 2, 3])
     with pytest.raises(ValueError, match=r"labels must lie in \[0, 6\] \(num_classes=7\); got min 0, max 7"):
         loss(x, torch.tensor([0, 1, 2, 7]))
@@ -381,16 +385,16 @@ def test_bad_inputs_at_call_time(name):
 
 def test_bad_set_params():
     with pytest.raises(ValueError, match=r"a \(the modulating factor A\) must be >= 1"):
-        losses.build("modulated", D, C).set_params(a=0.99)
+        losses.build("modulated", embedding_size=D, num_classes=C).set_params(a=0.99)
     with pytest.raises(ValueError, match=r"m must be an integer >= 1"):
-        losses.build("lsoftmax", D, C).set_params(m=3.5)
+        losses.build("lsoftmax", embedding_size=D, num_classes=C).set_params(m=3.5)
     with pytest.raises(ValueError, match=r"m is an angle in radians"):
-        losses.build("arcface", D, C).set_params(m=30)
+        losses.build("arcface", embedding_size=D, num_classes=C).set_params(m=30)
     with pytest.raises(ValueError, match=r"s must be > 0"):
-        losses.build("normface", D, C).set_params(s=0)
+        losses.build("normface", embedding_size=D, num_classes=C).set_params(s=0)
     with pytest.raises(ValueError, match=r"tau_slope_0 must be a finite number"):
-        losses.build("am_lfs", D, C).set_params(tau_slope_0=float("nan"))
-    loss = losses.build("lsoftmax", D, C)
+        losses.build("am_lfs", embedding_size=D, num_classes=C).set_params(tau_slope_0=float("nan"))
+    loss = losses.build("lsoftmax", embedding_size=D, num_classes=C)
     loss.set_params(m=3.0)  # an integral float is an integer
     assert loss.get_params() == {"m": 3.0}
 

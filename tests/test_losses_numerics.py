@@ -55,7 +55,7 @@ def _unit_head_inputs(cos, dtype):
 @example(cos=[-1.0, -1.0, 1.0, -1.0], dtype=torch.float32)
 @example(cos=[-1.0, -1.0, -1.0, -1.0], dtype=torch.bfloat16)
 def test_loss_and_gradients_finite_for_any_cosine(name, params, cos, dtype):
-    loss = losses_mod.build(name, D, C, **params)
+    loss = losses_mod.build(name, embedding_size=D, num_classes=C, **params)
     with torch.no_grad():
         loss.weight.copy_(torch.eye(C, D) * 2.0)
     loss = loss.to(dtype)
@@ -110,7 +110,7 @@ def test_no_extra_NxC_tensors_beyond_plain_cross_entropy(name, params):
     def plain():
         F.cross_entropy(F.linear(F.normalize(x) * 30.0, F.normalize(w)), y).backward()
 
-    loss = losses_mod.build(name, d, c, **params)
+    loss = losses_mod.build(name, embedding_size=d, num_classes=c, **params)
     baseline, _ = _count(plain, n * c)
     used, ops = _count(lambda: loss(x, y).backward(), n * c)
     assert used <= baseline, ops
@@ -131,7 +131,8 @@ def test_fused_cross_entropy_matches_autograd_on_margin_logits(name, params):
     """Value and gradients of the fused path equal F.cross_entropy on margin_logits()."""
     d, c, n = 6, 5, 20
     g = torch.Generator().manual_seed(11)
-    loss = losses_mod.build(name, d, c, generator=g, **params).double().eval()  # λ stays put
+    loss = losses_mod.build(name, embedding_size=d, num_classes=c,
+                            generator=g, **params).double().eval()  # λ stays put
     x = torch.randn(n, d, generator=g, dtype=torch.float64)
     y = torch.randint(0, c, (n,), generator=g)
     x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()

@@ -47,7 +47,7 @@ CASES = [
                          ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
 def test_agrees_with_pytorch_metric_learning(name, params, make_ref):
     g = torch.Generator().manual_seed(7)
-    ours = losses.build(name, D, C, generator=g, **params).double()
+    ours = losses.build(name, embedding_size=D, num_classes=C, generator=g, **params).double()
     ref = make_ref().double()
     with torch.no_grad():
         ref.W.copy_(ours.weight.t())

@@ -88,6 +88,10 @@ def test_packed_gives_the_epoch_results_of_sequential(bench, loss_name, loss_kw,
         assert [r.reward for r in packed] == pytest.approx([r.reward for r in seq], abs=1e-9)
         assert [r.train_loss for r in packed] == pytest.approx([r.train_loss for r in seq],
                                                                rel=1e-4)
+        for p, q in zip(packed, seq):  # every step's loss (tracking), mean = the epoch's
+            assert len(p.step_losses) == len(q.step_losses) == len(train) // 32
+            assert p.step_losses == pytest.approx(q.step_losses, rel=1e-4)
+            assert sum(q.step_losses) / len(q.step_losses) == pytest.approx(q.train_loss)
         chosen = candidate_mod.choose_best(seq)
         assert candidate_mod.choose_best(packed) == chosen
         assert [r.state is not None for r in packed] == [r.state is not None for r in seq]
@@ -233,7 +237,7 @@ HEADS = [("softmax", {}), ("cosface", {}), ("arcface", {}), ("modulated", {"a": 
 @pytest.mark.parametrize("name, kw", HEADS, ids=[f"{n}{'-bins' if 'bins' in k else ''}"
                                                  for n, k in HEADS])
 def test_a_loss_holds_one_n_by_c_matrix_for_backward(name, kw):
-    loss = losses_mod.build(name, DH, C, **kw)
+    loss = losses_mod.build(name, embedding_size=DH, num_classes=C, **kw)
     x = torch.randn(N, DH, requires_grad=True)
     y = torch.randint(0, C, (N,))
     saved = set()
@@ -264,7 +268,7 @@ def test_packed_training_with_a_100k_class_head_keeps_one_n_by_c_matrix_per_cand
     classes, n, m = 100_000, 8, len(params)
     torch.manual_seed(0)
     model = models.build("digits_net", embedding_size=4, in_channels=1, image_size=(8, 8))
-    loss = losses_mod.build(name, 4, classes)
+    loss = losses_mod.build(name, embedding_size=4, num_classes=classes)
     opt = candidate_mod.make_optimizer("sgd", list(model.parameters()) + list(loss.parameters()),
                                     lr=0.01, momentum=0.9, weight_decay=0.0)
     trainee = candidate_mod.Trainee(model, loss, opt)

@@ -243,11 +243,18 @@ def test_cli_data_pack_show_and_bin(tmp_path, capsys):
     out = tmp_path / "v.bin"
     assert cli_main(["data", "bin", str(tmp_path / "pairs.txt"), "--root", str(lfw),
                      "--out", str(out)]) == 0
+    assert "4 pairs (2 same), images 112x112 (8 resized)" in capsys.readouterr().out
     blobs, issame = pickle.loads(out.read_bytes())
     assert issame == [True, False] * 5 and len(blobs) == 20
-    assert blobs[2] == (ORL_SMALL / "s1" / "1.jpg").read_bytes()
+    assert {Image.open(io.BytesIO(blob)).size for blob in blobs} == {(112, 112)}
     b = data.load(f"bin:{out}")
-    assert b.test.num_pairs == 10 and b.image_size == (56, 46)
+    assert b.test.num_pairs == 10 and b.image_size == (112, 112)
+    kept = tmp_path / "kept.bin"  # asked at the images' own size: their bytes unchanged
+    assert cli_main(["data", "bin", str(tmp_path / "pairs.txt"), "--root", str(lfw),
+                     "--out", str(kept), "--size", "56x46"]) == 0
+    blobs, _ = pickle.loads(kept.read_bytes())
+    assert blobs[2] == (ORL_SMALL / "s1" / "1.jpg").read_bytes()
+    assert data.load(f"bin:{kept}").image_size == (56, 46)
     # bad input: one line, exit 2, nothing written
     assert cli_main(["data", "pack", str(tmp_path / "nowhere"), "--out",
                      str(tmp_path / "x")]) == 2
@@ -274,6 +281,8 @@ def test_data_tools_refuse_bad_input_in_one_line_and_write_nothing(tmp_path, cap
          "bad magic"),
         (["data", "bin", str(tmp_path / "bad_pairs.txt"), "--root", str(ORL_SMALL),
           "--out", str(tmp_path / "b.bin")], "line 1"),
+        (["data", "bin", str(tmp_path / "bad_pairs.txt"), "--root", str(ORL_SMALL),
+          "--out", str(tmp_path / "b.bin"), "--size", "112xA"], "expected H or HxW"),
         (["data", "frobnicate"], "invalid choice"),
         (["data", "pack", str(ORL_SMALL)], "--out"),
     ]
@@ -302,3 +311,95 @@ def test_help_explains_each_tool(argv, words, capsys):
     text = " ".join(capsys.readouterr().out.split())
     for w in words:
         assert w in text, w
+
+
+# ------------------------------------------------------------- insightface's files as found
+def insightface_load_bin(path: Path, image_size=(112, 112)) -> torch.Tensor:
+    """insightface's eval/verification.py load_bin, transcribed with PIL for mx.image:
+    imdecode (RGB), resize_short to image_size[0] when the width differs, HWC -> CHW, then
+    copied into a (2P, 3, H, W) tensor (which fails for an image of another shape)."""
+    bins, issame_list = pickle.load(open(path, "rb"), encoding="bytes")
+    data_list = torch.empty((len(issame_list) * 2, 3, image_size[0], image_size[1]))
+    for idx in range(len(issame_list) * 2):
+        img = Image.open(io.BytesIO(bins[idx])).convert("RGB")
+        if img.size[0] != image_size[0]:  # mx: img.shape[1] (width) != image_size[0]
+            w, h = img.size
+            short = image_size[0]
+            new = (short, round(h * short / w)) if w <= h else (round(w * short / h), short)
+            img = img.resize(new, Image.BILINEAR)
+        arr = np.asarray(img).transpose(2, 0, 1)
+        data_list[idx][:] = torch.from_numpy(arr.copy())
+    return data_list
+
+
+def test_data_bin_of_non_square_images_is_read_by_insightfaces_load_bin(tmp_path):
+    lfw = tmp_path / "lfw"
+    for person in ("s1", "s2"):  # ORL faces are 46 x 56: not square
+        (lfw / person).mkdir(parents=True)
+        for k in (1, 2):
+            (lfw / person / f"{person}_{k:04d}.jpg").write_bytes(
+                (ORL_SMALL / person / f"{k}.jpg").read_bytes())
+    (tmp_path / "pairs.txt").write_text("s1\t1\t2\ns1\t1\ts2\t2\n")
+    raw = tmp_path / "raw.bin"  # the files' bytes as they are: insightface cannot read it
+    blobs = [(lfw / n / f"{n}_{k:04d}.jpg").read_bytes()
+             for n, k in (("s1", 1), ("s1", 2), ("s1", 1), ("s2", 2))]
+    raw.write_bytes(pickle.dumps((blobs, [True, False])))
+    with pytest.raises(RuntimeError):
+        insightface_load_bin(raw)
+    info = data.pack.write_bin(tmp_path / "pairs.txt", lfw, tmp_path / "v.bin")
+    assert info["size"] == [112, 112] and info["resized"] == 4
+    theirs = insightface_load_bin(tmp_path / "v.bin")
+    ours = data.load(f"bin:{tmp_path / 'v.bin'}").test.images
+    assert ours.shape == (4, 3, 112, 112) and torch.equal(theirs, ours.float())
+    # the face is the source image resized: close to a direct resize of the original
+    direct = np.asarray(Image.open(ORL_SMALL / "s1" / "1.jpg").convert("RGB")
+                        .resize((112, 112), Image.BILINEAR), dtype=np.float32)
+    assert np.abs(theirs[0].numpy().transpose(1, 2, 0) - direct).mean() < 3.0
+    # another size asked
+    data.pack.write_bin(tmp_path / "pairs.txt", lfw, tmp_path / "w.bin", size="96x96")
+    assert insightface_load_bin(tmp_path / "w.bin", (96, 96)).shape == (4, 3, 96, 96)
+
+
+def test_a_property_written_by_rec2shufrec_is_read(tmp_path):
+    images = [(0, png(10)), (0, png(20)), (1, png(30)), (1, png(40))]
+    path = write_hand_rec(tmp_path, images, 2)
+    # insightface's rec2shufrec.py: "num_classes,h,w", then the image count and "shuffled"
+    (tmp_path / "property").write_text("2,5,6\n4\nshuffled\n")
+    assert recordio.read_property(tmp_path / "property") == (2, 5, 6)
+    assert data.pack.summarise(path)["property"] == (2, 5, 6)
+    coll = recordio_set(path)
+    assert coll.names == ["0", "1"] and len(coll) == 4
+    (tmp_path / "property").write_text("two,5,6\n4\n")
+    with pytest.raises(ValueError, match="first line 'two,5,6' is not "
+                                         "'num_classes,height,width'"):
+        recordio.read_property(tmp_path / "property")
+
+
+def test_a_rec_without_its_idx_is_indexed_by_one_scan(tmp_path, caplog):
+    data.pack.pack_folder(ORL_SMALL, tmp_path / "train")
+    written = recordio.read_index(tmp_path / "train.idx")
+    opts = "?val=0.25&test=0.25&pairs=100&stream=no"
+    with_idx = data.load(f"rec:{tmp_path / 'train.rec'}{opts}", seed=0)
+    (tmp_path / "train.idx").unlink()
+    assert recordio.scan_index(tmp_path / "train.rec") == written
+    with caplog.at_level("WARNING"):
+        without = data.load(f"rec:{tmp_path / 'train.rec'}{opts}", seed=0)
+    assert len(written) == 1 + 80 + 8  # header, 80 images, 8 identity records
+    assert "no train.idx beside it; built the index by scanning the file once (89 records" \
+        in caplog.text
+    assert torch.equal(with_idx.train.images, without.train.images)
+    assert torch.equal(with_idx.train.labels, without.train.labels)
+    assert torch.equal(with_idx.test.pairs, without.test.pairs)
+    # a record split at embedded magics (parts 1, 2, 3) is one record; a damaged file refused
+    magic = struct.pack("<I", MAGIC)
+    parts = recordio.encode_record(b"abcd" + magic + b"efgh" + magic + b"xy")
+    blob = hand_record(b"first") + parts + hand_record(b"last")
+    (tmp_path / "s.rec").write_bytes(blob)
+    assert recordio.scan_index(tmp_path / "s.rec") == {
+        0: 0, 1: len(hand_record(b"first")), 2: len(hand_record(b"first")) + len(parts)}
+    (tmp_path / "s.rec").write_bytes(blob[:-3])
+    with pytest.raises(ValueError, match="the last record is truncated"):
+        recordio.scan_index(tmp_path / "s.rec")
+    (tmp_path / "s.rec").write_bytes(b"junk" + blob)
+    with pytest.raises(ValueError, match="bad magic 0x6b6e756a at offset 0"):
+        recordio.scan_index(tmp_path / "s.rec")

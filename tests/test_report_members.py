@@ -65,7 +65,7 @@ def test_final_running_state_and_class_count_come_from_the_checkpoint(recent_run
     run = recent_runs["curricularface"]
     state = member_figures.loss_state(run)
     assert float(state["t"]) != 0.0  # t moved during training
-    loss = losses.build("curricularface", 4, 3)
+    loss = losses.build("curricularface", embedding_size=4, num_classes=3)
     member_figures.load_running_state(loss, run)
     assert float(loss.t) == pytest.approx(float(state["t"]))
     sub = recent_runs["subcenter_arcface"]

@@ -99,7 +99,7 @@ def test_combined_margin_is_a_margin_for_m1_at_least_one(m1, m2, m3):
 def test_combined_margin_below_one_gives_a_factor_below_one():
     theta = torch.tensor(2.0, dtype=torch.float64)
     assert float(torch.cos(0.8 * theta)) > float(torch.cos(theta))  # f > cos θ: A < 1
-    assert "m1 >= 1" in losses.build("combined_margin", 4, 3).formula
+    assert "m1 >= 1" in losses.build("combined_margin", embedding_size=4, num_classes=3).formula
 
 
 def test_a_validation_benchmark_sharing_test_images_is_refused(tmp_path):

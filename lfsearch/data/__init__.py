@@ -36,8 +36,9 @@ lfw:DIR            LFW layout DIR/NAME/NAME_0001.jpg with DIR/pairs.txt (10 fold
                    formats). Evaluation only: `train` is None and the single pair set is both
                    `val` and `test`, so it can be named as a validation benchmark of a search
                    or as a test benchmark (never both in one run: that would tune on the test).
-rec:FILE           insightface RecordIO training set (FILE = train.rec, with train.idx and
-                   optionally property beside it), split by identity as folder.
+rec:FILE           insightface RecordIO training set (FILE = train.rec, with train.idx -- or
+                   indexed by one scan without it -- and optionally property beside it),
+                   split by identity as folder.
 bin:FILE           insightface verification .bin (pickle of encoded images and is-same flags;
                    LFW, CFP-FP, AgeDB-30, CALFW, CPLFW); evaluation only, as lfw.
 =================  =========================================================================

@@ -3,12 +3,14 @@
 pack_folder  identity folder -> PREFIX.rec + PREFIX.idx (+ `property`), insightface layout,
              the original image bytes kept;
 summarise    a .rec's identity and image counts, and a contact sheet PNG;
-write_bin    an LFW-style pairs file + image folder -> an insightface verification .bin.
+write_bin    an LFW-style pairs file + image folder -> an insightface verification .bin, every
+             image H x W (112 x 112 by default) so that insightface's load_bin reads it.
 Every output goes to a temporary file first and is renamed into place when complete.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 from pathlib import Path
@@ -20,6 +22,7 @@ from lfsearch.data.folder import list_identities
 from lfsearch.data.images import decode_one, verify
 from lfsearch.data.lfw import LAYOUT as LFW_LAYOUT
 from lfsearch.data.lfw import read_pairs_file
+from lfsearch.data.options import _parse_size
 from lfsearch.data.rec import open_record_set
 from lfsearch.data.recordio import IRHeader, RecordWriter, index_path, read_property
 
@@ -109,16 +112,39 @@ def summarise(path: Path, sheet: Path | None = None, *, per_identity: int = 8,
     return out
 
 
-def write_bin(pairs_file: Path, root: Path, out: Path, force: bool = False) -> dict:
+BIN_SIZE = (112, 112)
+JPEG_QUALITY = 95
+
+
+def _sized_image(path: Path, size: tuple[int, int]) -> tuple[bytes, bool]:
+    """The image file's bytes when it is already H x W, else the image resized (bilinear, as
+    bin:FILE?size= decodes) and stored as a JPEG (quality 95); (bytes, resized)."""
+    raw = path.read_bytes()
+    (w, h), grey = probe(raw, str(path))
+    if (h, w) == tuple(size):
+        return raw, False
+    from PIL import Image
+
+    pixels = decode_one(raw, str(path), size=size, crop=None, channels=1 if grey else 3)
+    img = Image.fromarray(pixels[0] if grey else pixels.transpose(1, 2, 0))
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=JPEG_QUALITY)
+    return buf.getvalue(), True
+
+
+def write_bin(pairs_file: Path, root: Path, out: Path,
+              size: tuple[int, int] | str = BIN_SIZE, force: bool = False) -> dict:
     """An insightface verification .bin: pickle of (list of 2P image bytes, list of P is-same
     bools), pair i = images 2i and 2i+1, from an LFW-style pairs file whose images are
-    ROOT/NAME/NAME_NNNN.jpg. The image files' bytes are stored unchanged, each decoded whole
-    first; self-pairs are refused (read_pairs_file); `out` is never an input, and an existing
-    one is replaced only with `force`."""
+    ROOT/NAME/NAME_NNNN.jpg. Images already `size` (H, W) are stored unchanged, the others
+    resized to it: insightface's load_bin only reads square images of its image_size. Each
+    image is decoded whole first; self-pairs are refused (read_pairs_file); `out` is never an
+    input, and an existing one is replaced only with `force`."""
     paths.check_output(out, "--out", force=force,
                        inputs=[("the pairs file", pairs_file)])
+    h, w = _parse_size(size, "size")
     entries, _ = read_pairs_file(Path(pairs_file))
-    blobs, issame = [], []
+    blobs, issame, resized = [], [], 0
     for a, na, b, nb in entries:
         for name, num in ((a, na), (b, nb)):
             p = Path(root) / name / f"{name}_{num:04d}.jpg"
@@ -128,8 +154,11 @@ def write_bin(pairs_file: Path, root: Path, out: Path, force: bool = False) -> d
             if paths.same_file(p, out):
                 raise ValueError(f"--out {out} is an image the pairs file names; write the "
                                  "output to another file")
-            blobs.append(p.read_bytes())
-            verify(blobs[-1], str(p))
+            verify(p.read_bytes(), str(p))
+            blob, changed = _sized_image(p, (h, w))
+            blobs.append(blob)
+            resized += changed
         issame.append(a == b)
     _atomic_write(Path(out), pickle.dumps((blobs, issame), protocol=pickle.HIGHEST_PROTOCOL))
-    return {"bin": str(out), "pairs": len(issame), "same": int(sum(issame))}
+    return {"bin": str(out), "pairs": len(issame), "same": int(sum(issame)),
+            "size": [h, w], "resized": resized}

@@ -1,10 +1,12 @@
-"""rec: an insightface RecordIO training set (train.rec + train.idx [+ property]) split by
-identity like folder (identities.py), its training split in memory or streamed. The format is
-recordio.py's; only the record index and the identity ranges are read up front."""
+"""rec: an insightface RecordIO training set (train.rec [+ train.idx, else one scan]
+[+ property]) split by identity like folder (identities.py), its training split in memory or
+streamed. The format is recordio.py's; only the record index and the identity ranges are read
+up front."""
 
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +21,7 @@ from lfsearch.data.recordio import (
     read_index,
     read_property,
     read_record_at,
+    scan_index,
     unpack,
 )
 from lfsearch.data.splits import Benchmark
@@ -49,7 +52,14 @@ def open_record_set(path: Path) -> IdentityImages:
     Without identity records, an image's identity is its header's (first) label."""
     if not path.is_file():
         raise FileNotFoundError(f"rec: file {path} does not exist\n{LAYOUT}")
-    index = read_index(index_path(path), path.stat().st_size)
+    if index_path(path).exists():
+        index = read_index(index_path(path), path.stat().st_size)
+    else:
+        t0 = time.perf_counter()
+        index = scan_index(path)
+        log.warning("%s: no %s beside it; built the index by scanning the file once "
+                    "(%d records, %.1f s)", path, index_path(path).name, len(index),
+                    time.perf_counter() - t0)
     if not index:
         raise ValueError(f"{index_path(path)} lists no records\n{LAYOUT}")
     last = max(index)  # a range may not reach past the records the index lists

@@ -15,8 +15,10 @@ parts with the magic between them. An image payload starts with the IRHeader, st
 
 insightface training sets: record 0's header has labels (a, b): images are records [1, a), and
 records [a, b) are one per identity, each with labels (start, end), the range of its images.
-`train.idx` has one line "index<TAB>offset" per record; `property` (beside them, optional) is
-"num_classes,height,width".
+`train.idx` has one line "index<TAB>offset" per record (without it, `scan_index` finds the
+records by one pass over the .rec: key = the record's position, as MXNet's sequential reader
+counts); `property` (beside them, optional) is "num_classes,height,width" on its first line
+(insightface's rec2shufrec.py adds lines after it: the image count, "shuffled").
 """
 
 from __future__ import annotations
@@ -35,9 +37,10 @@ IR_SIZE = struct.calcsize(IR_FORMAT)  # 24
 LENGTH_BITS = 29
 
 LAYOUT = ("rec:FILE expects an insightface RecordIO training set: FILE (e.g. train.rec), its index "
-          "beside it (train.idx: lines 'index<TAB>offset'), and optionally 'property' "
-          "('num_classes,height,width') in the same folder; record 0's header labels (a, b): "
-          "images are records 1..a-1, identities records a..b-1")
+          "beside it (train.idx: lines 'index<TAB>offset'; when absent, built by scanning FILE "
+          "once), and optionally 'property' ('num_classes,height,width' on its first line) in "
+          "the same folder; record 0's header labels (a, b): images are records 1..a-1, "
+          "identities records a..b-1")
 
 
 @dataclass
@@ -160,15 +163,48 @@ def read_index(path: Path, rec_size: int | None = None) -> dict[int, int]:
     return out
 
 
+def scan_index(path: Path) -> dict[int, int]:
+    """{position: offset} of every record of a .rec, by one pass over its record headers
+    (payloads skipped): what train.idx lists when the file was written in key order."""
+    out: dict[int, int] = {}
+    size = path.stat().st_size
+    inside = False  # within a record split into parts (cflag 1, 2..., 3)
+    with open(path, "rb") as f:
+        pos = 0
+        while pos < size:
+            head = f.read(8)
+            if len(head) < 8:
+                raise ValueError(f"{path}: file ends inside a record header at offset {pos}")
+            magic, word = struct.unpack("<II", head)
+            if magic != MAGIC:
+                raise ValueError(f"{path}: bad magic 0x{magic:08x} at offset {pos} (expected "
+                                 f"0x{MAGIC:08x}); not a RecordIO file\n{LAYOUT}")
+            cflag, length = word >> LENGTH_BITS, word & ((1 << LENGTH_BITS) - 1)
+            if (cflag in (2, 3)) != inside:
+                raise ValueError(f"{path}: unexpected continuation flag {cflag} at offset {pos}")
+            if cflag in (0, 1):
+                out[len(out)] = pos
+            inside = cflag in (1, 2)
+            pos += 8 + length + (-length % 4)
+            f.seek(pos)
+    if inside or pos != size:
+        raise ValueError(f"{path}: the last record is truncated (file of {size} bytes)")
+    return out
+
+
 def read_property(path: Path) -> tuple[int, int, int] | None:
-    """'num_classes,height,width' from an insightface `property` file; None when absent."""
+    """'num_classes,height,width' from the first line of an insightface `property` file
+    (later lines, e.g. rec2shufrec.py's image count and 'shuffled', are ignored); None when
+    absent."""
     if not path.is_file():
         return None
-    text = path.read_text().strip()
+    lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    text = lines[0] if lines else ""
     try:
         n, h, w = (int(v) for v in text.split(","))
     except ValueError:
-        raise ValueError(f"{path}: {text!r} is not 'num_classes,height,width'") from None
+        raise ValueError(f"{path}: first line {text!r} is not 'num_classes,height,width'") \
+            from None
     return n, h, w
 
 

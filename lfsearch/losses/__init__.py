@@ -1,7 +1,9 @@
 """The unified family of margin-based softmax losses and the joint-supervision terms.
 
     from lfsearch import losses
-    loss = losses.build("arcface", embedding_size=512, num_classes=10_000, m=0.5)
+    loss = losses.build("arcface", num_classes=10_000, embedding_size=512, m=0.5)
+    found = losses.from_discovered("runs/X/discovered.toml", num_classes=C, embedding_size=D)
+    found.set_epoch(e)  # epoch e's parameters of the search's schedule
 
 Modules, bottom up: ``margins`` (the margin math, pure functions on tensors), ``base`` (the
 ``Loss`` interface, input checks, the fused margin cross entropy, the normalised head),
@@ -10,7 +12,8 @@ Modules, bottom up: ``margins`` (the margin math, pure functions on tensors), ``
 (the head that replaces the target logit per sample), ``adaptive_margins`` (AdaFace, MagFace,
 ElasticFace, AdaCos), ``negative_reweighting`` (CurricularFace, MV-Softmax), ``subcenters``
 (Sub-center ArcFace), ``joint`` (center, range, contrastive, triplet and their sum with a
-head) and ``registry`` (names -> classes, ``build``). The math: docs/math.md.
+head), ``registry`` (names -> classes, ``build``) and ``discovered`` (a search's result as a
+loss with its schedule). The math: docs/math.md; in one's own loop: docs/library.md.
 """
 
 from lfsearch.losses.adaptive_margins import (
@@ -24,6 +27,7 @@ from lfsearch.losses.adaptive_margins import (
 )
 from lfsearch.losses.am_lfs import AMLFS
 from lfsearch.losses.base import Loss
+from lfsearch.losses.discovered import from_discovered
 from lfsearch.losses.fixed_margins import (
                                               ArcFace,
                                               CombinedMargin,
@@ -50,7 +54,8 @@ from lfsearch.losses.registry import (
 from lfsearch.losses.subcenters import SubCenterArcFace
 
 __all__ = [
-    "Loss", "build", "available", "describe", "describe_table", "AUX_NAMES", "MEMBERS",
+    "Loss", "build", "from_discovered", "available", "describe", "describe_table", "AUX_NAMES",
+    "MEMBERS",
     "modulation_table", "Joint", "Softmax", "WeightedSoftmax", "LSoftmax", "SphereFace",
     "L2Softmax", "NormFace", "CosFace", "ArcFace", "CombinedMargin", "Modulated", "AMLFS",
     "CenterLoss", "RangeLoss", "ContrastiveLoss", "TripletLoss", "AdaFace", "MagFace",

@@ -16,12 +16,14 @@ N×C mask is ever built. The margin's derivative df/dcos θ comes in closed form
 
 Parameters a search changes during training (s, m, a, the AM-LFS coefficients, …) are
 read with ``get_params() -> dict[str, float]`` and changed between steps with
-``set_params(**values)`` (validated, no rebuild). They are kept exactly as given and
-travel with ``state_dict()`` (as the module's extra state).
+``set_params(**values)`` or ``loss.s = 32`` (validated, no rebuild). They are kept exactly as
+given and travel with ``state_dict()`` (as the module's extra state, with the loss's name:
+a state of another loss is refused). ``set_schedule``/``set_epoch`` replay per-epoch
+parameters (``lfsearch.losses.from_discovered``). docs/library.md.
 
-Joint supervision: ``build("cosface", D, C, aux="center", aux_weight=0.01,
-aux_params={...})`` returns a :class:`Joint` loss  L = L_main + aux_weight·L_aux whose
-``.weight``/``.logits`` are the main head's; its searchable parameters are the main
+Joint supervision: ``build("cosface", embedding_size=D, num_classes=C, aux="center",
+aux_weight=0.01, aux_params={...})`` returns a :class:`Joint` loss L = L_main + aux_weight·L_aux
+whose ``.weight``/``.logits`` are the main head's; its searchable parameters are the main
 loss's, ``aux_weight`` and the aux term's prefixed with its name (``triplet_margin``).
 
 Angles are in radians (see :mod:`lfsearch.losses.margins`). Bad input raises ``ValueError``
@@ -41,6 +43,10 @@ from torch import Tensor
 from lfsearch.losses import margins
 
 REDUCTIONS = ("mean", "sum", "none")
+#: pytorch-metric-learning's attribute names and ours (docs/library.md).
+_PML_NAMES = {"margin": "the margin is m, in radians (PML's margin is in degrees)",
+              "scale": "the scale is s", "W": "the class weights are .weight, shape "
+              "(num_classes, embedding_size) (PML's W is (embedding_size, num_classes))"}
 _NORM_EPS = 1e-12
 
 
@@ -66,13 +72,29 @@ def _check_embeddings(x, embedding_size: int | None) -> None:
     if not isinstance(x, Tensor) or x.dim() != 2 or not x.is_floating_point():
         got = (f"{x.dtype} tensor of shape {tuple(x.shape)}" if isinstance(x, Tensor)
                else type(x).__name__)
+        hint = ""
+        if isinstance(x, Tensor) and x.dim() == 1 and x.shape[0] == embedding_size:
+            hint = " (one embedding? pass x.unsqueeze(0))"
+        elif isinstance(x, Tensor) and x.dim() == 4:
+            hint = " (images? pass the backbone's embeddings, not its input)"
         raise ValueError(f"embeddings must be a floating-point tensor of shape (N, {d}); "
-                         f"got {got}")
+                         f"got {got}{hint}")
     if embedding_size is not None and x.shape[1] != embedding_size:
+        hint = (" (transposed? pass x.T)" if x.shape[0] == embedding_size else "")
         raise ValueError(f"embeddings must have shape (N, {embedding_size}) "
-                         f"(embedding_size={embedding_size}); got {tuple(x.shape)}")
+                         f"(embedding_size={embedding_size}); got {tuple(x.shape)}{hint}")
     if x.shape[0] == 0:
         raise ValueError("embeddings must hold at least one row (N >= 1); got N = 0")
+
+
+def _check_dtype(x: Tensor, weight: Tensor) -> None:
+    """Embeddings in the head's dtype (under torch.autocast the head casts them itself)."""
+    if x.dtype == weight.dtype or torch.is_autocast_enabled(x.device.type):
+        return
+    have, want = str(x.dtype).replace("torch.", ""), str(weight.dtype).replace("torch.", "")
+    raise ValueError(f"embeddings are {have} but the loss's weight is {want}; allowed: {want} "
+                     f"embeddings (x.to(torch.{want})), or convert the loss "
+                     f"(loss.to(torch.{have})) or train under torch.autocast")
 
 
 def _check_labels(labels, n: int) -> None:
@@ -201,6 +223,92 @@ class Loss(nn.Module):
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v:g}" for k, v in self._values.items())
 
+    # -- a per-epoch schedule (lfsearch.losses.from_discovered)
+    def set_schedule(self, schedule: list[dict[str, float]]) -> None:
+        """Keep a per-epoch list of parameter dicts for :meth:`set_epoch` (each checked now)."""
+        before = self.get_params()
+        try:
+            for e, entry in enumerate(schedule):
+                if not isinstance(entry, dict):
+                    raise ValueError(f"schedule[{e}] must be a dict {{parameter: value}}; "
+                                     f"got {entry!r}")
+                self.set_params(**entry)
+        finally:
+            self.set_params(**{k: v for k, v in before.items() if k in self.param_names()})
+        self.__dict__["_schedule"] = [dict(entry) for entry in schedule]
+
+    @property
+    def schedule(self) -> list[dict[str, float]]:
+        """The per-epoch parameters :meth:`set_epoch` applies ([] when none)."""
+        return [dict(entry) for entry in self.__dict__.get("_schedule", [])]
+
+    def set_epoch(self, epoch: int) -> dict[str, float]:
+        """Apply epoch ``epoch``'s parameters (0-based; past the schedule's end, its last
+        entry, as the fixed controller replays it); returns them."""
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+            raise ValueError(f"epoch must be an integer >= 0; got {epoch!r}")
+        schedule = self.__dict__.get("_schedule", [])
+        if not schedule:
+            return self.get_params()
+        values = schedule[min(epoch, len(schedule) - 1)]
+        self.set_params(**values)
+        return dict(values)
+
+    # -- attributes: a searchable parameter is set through set_params
+    def __setattr__(self, name: str, value) -> None:
+        if not name.startswith("_") and name in self._settable():
+            self.set_params(**{name: value})
+            return
+        descriptor = getattr(type(self), name, None)
+        if isinstance(descriptor, property) and descriptor.fset is None:
+            allowed = self._settable()
+            raise AttributeError(
+                f"{name!r} of loss {self.name!r} is read-only"
+                + (f"; its searchable parameters are {', '.join(allowed)}: loss.<name> = value "
+                   "or loss.set_params(...)" if allowed
+                   else " (derived by the loss itself; it has no searchable parameters)"))
+        if name in _PML_NAMES and not self._has(name):
+            raise AttributeError(f"loss {self.name!r} has no {name!r} "
+                                 f"(pytorch-metric-learning's name): {_PML_NAMES[name]}")
+        super().__setattr__(name, value)
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            values = self.__dict__.get("_values")
+            if values is not None and name in values:
+                return self.get_params().get(name, values[name])
+            raise
+
+    def _has(self, name: str) -> bool:
+        return (name in self.__dict__ or hasattr(type(self), name)
+                or any(name in self.__dict__.get(table, ())
+                       for table in ("_parameters", "_buffers", "_modules")))
+
+    def _settable(self) -> list[str]:
+        if "_values" not in self.__dict__:
+            return []
+        try:
+            return self.param_names()
+        except AttributeError:  # a composite loss still being built
+            return []
+
+    # -- a state from another loss is refused before anything is copied
+    def _save_to_state_dict(self, destination, prefix, keep_vars) -> None:
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        key = prefix + "_extra_state"
+        if isinstance(destination.get(key), dict):
+            destination[key] = {**destination[key], "loss": self.name}
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        extra = state_dict.get(prefix + "_extra_state")
+        if isinstance(extra, dict) and extra.get("loss", self.name) != self.name:
+            raise ValueError(f"load_state_dict: the state is of loss {extra['loss']!r}, this "
+                             f"loss is {self.name!r}; allowed: a state of {self.name!r} (load "
+                             f"it into lfsearch.losses.build({extra['loss']!r}, ...))")
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
 
 # ------------------------------------------------------------------------------ heads
 class _Head(Loss, metaclass=abc.ABCMeta):
@@ -226,6 +334,7 @@ class _Head(Loss, metaclass=abc.ABCMeta):
         if not self.validate:
             return
         _check_embeddings(embeddings, self.embedding_size)
+        _check_dtype(embeddings, self.weight)
         if labels is None:
             return
         _check_labels(labels, embeddings.shape[0])

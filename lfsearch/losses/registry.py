@@ -1,4 +1,4 @@
-"""The loss registry: `build(name, embedding_size, num_classes, **params)`, the member names
+"""The loss registry: `build(name, num_classes=C, embedding_size=D, **params)`, the member names
 (`available`, `MEMBERS`), their descriptions, and the table of what each member's modulating
 factor A is.
 """
@@ -86,16 +86,23 @@ def _construct(cls: type[Loss], embedding_size, num_classes, params: dict,
     return cls(embedding_size, num_classes, **params)
 
 
-def build(name: str, embedding_size: int | None = None, num_classes: int | None = None, *,
-          aux: str | None = None, aux_weight: float = 0.01,
+def build(name: str, *sizes, embedding_size: int | None = None,
+          num_classes: int | None = None, aux: str | None = None, aux_weight: float = 0.01,
           aux_params: dict | None = None, generator: torch.Generator | None = None,
           **params) -> Loss:
-    """Build the loss ``name`` (see :func:`available`) with its keyword ``params``.
+    """Build the loss ``name`` (see :func:`available`) with keyword arguments only:
+    ``build("arcface", num_classes=C, embedding_size=D, m=0.5)``.
 
     ``aux`` adds a joint-supervision term (one of :data:`AUX_NAMES`) to a softmax-family
     member: L = L_name + aux_weight·L_aux, the aux term built with ``aux_params``.
-    ``generator`` seeds the initial class weights / centers.
+    ``generator`` seeds the initial class weights / centers. Sizes given by position are
+    refused (pytorch-metric-learning's order is (num_classes, embedding_size); ours was the
+    reverse, so names leave no doubt).
     """
+    if sizes:
+        given = ", ".join(repr(v) for v in (name, *sizes))
+        raise TypeError(f"build({given}): the sizes are keyword-only; write "
+                        f"build({name!r}, num_classes=C, embedding_size=D)")
     cls = _resolve(name)
     loss = _construct(cls, embedding_size, num_classes, params, generator)
     if aux is None:
@@ -145,7 +152,8 @@ def describe_table() -> str:
     notes = [
         "Softmax-family members also take reduction='mean' (or 'sum', 'none') and expose "
         ".weight (num_classes, embedding_size), .logits(x), get_params(), set_params(...).",
-        "Joint supervision: build(NAME, D, C, aux=" + "|".join(AUX_NAMES)
+        "Joint supervision: build(NAME, num_classes=C, embedding_size=D, aux="
+        + "|".join(AUX_NAMES)
         + ", aux_weight=0.01, aux_params={...}) gives NAME + aux_weight * aux.",
         "Angles in radians. psi_m(theta) = (-1)^k cos(m theta) - 2k on [k pi/m, (k+1) pi/m]; "
         "lam = max(lambda_min, lambda_base (1 + lambda_gamma t)^-lambda_power) at step t.",
@@ -177,7 +185,7 @@ def modulation_table(cos_y: float = 0.5, num_classes: int = 10) -> str:
     header = f"{'member':<22}{'changes':<15}{'log A p16':>10}{'p50':>8}{'p84':>8}  varies with"
     lines += [header, "-" * len(header)]
     for cls in MEMBERS:
-        loss = build(cls.name, 4, num_classes).double()
+        loss = build(cls.name, embedding_size=4, num_classes=num_classes).double()
         if cls.changes == "target":
             f = loss.target_quantiles(c)[:, 0]
             log_a = (loss.s * (c[0] - f)).tolist()

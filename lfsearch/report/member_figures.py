@@ -88,7 +88,8 @@ def _negative_curve(run) -> tuple[str, np.ndarray, np.ndarray] | None:
     pass  # (import moved)
 
     try:
-        loss = losses.build(run.loss_name, 4, 3, **config_mod.loss_arguments(run.config))
+        loss = losses.build(run.loss_name, embedding_size=4, num_classes=3,
+                            **config_mod.loss_arguments(run.config))
         params = run.final_params()
         if params:
             loss.set_params(**params)

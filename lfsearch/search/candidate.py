@@ -54,6 +54,7 @@ class CandidateResult:
     metrics: dict[str, float] = field(default_factory=dict)
     state: dict[str, Any] | None = None
     steps: int | None = None  # optimiser steps taken (recorded with early rejection)
+    step_losses: list[float] = field(default_factory=list)  # each step's loss (tracking.py)
     # what the reward was computed from, per validation split: (details, metric, weight),
     # for the reward's bootstrap noise (evaluation/reward_noise.py); dropped after the epoch
     samples: list[tuple[dict[str, Any], str, float]] = field(default_factory=list)
@@ -130,8 +131,11 @@ def make_grad_scaler(device: torch.device | str) -> torch.amp.GradScaler:
 
 def train_one_epoch(trainee: Trainee, train: data.LabelledImages, *, batch_size: int,
                     generator: torch.Generator, lr: float, augment: str = "none",
-                    autocast_dtype: torch.dtype | None = None) -> tuple[float, str]:
+                    autocast_dtype: torch.dtype | None = None,
+                    step_losses: list[float] | None = None) -> tuple[float, str]:
     """Train one epoch; returns (mean training loss, status); stops at a non-finite loss.
+    step_losses, when given, gets each step's loss appended (read from the device once, at
+    the end of the epoch).
 
     autocast_dtype (e.g. torch.bfloat16 on a GPU): forward and loss under torch.autocast.
     torch.float16 adds loss scaling with the trainee's GradScaler (one is made when it has
@@ -140,14 +144,21 @@ def train_one_epoch(trainee: Trainee, train: data.LabelledImages, *, batch_size:
     stay on the device and are read every step_stats.READ_EVERY steps (search/step_stats.py):
     a non-finite loss is found at the next read, not at once."""
     stats = step_stats.StepStats(1, train.device)  # loss statistics on the device
-    for step in epoch_steps(trainee, train, batch_size=batch_size, generator=generator, lr=lr,
-                            augment=augment, autocast_dtype=autocast_dtype):
-        if step is None:
-            return float("nan"), "diverged"
-        stats.add(step[0].reshape(1), step[1])
-        if stats.due() and not stats.read()[0]:
-            return float("nan"), "diverged"  # found late: the state is never kept
-    return stats.result()[0]
+    kept: list[torch.Tensor] = []
+    try:
+        for step in epoch_steps(trainee, train, batch_size=batch_size, generator=generator,
+                                lr=lr, augment=augment, autocast_dtype=autocast_dtype):
+            if step is None:
+                return float("nan"), "diverged"
+            stats.add(step[0].reshape(1), step[1])
+            if step_losses is not None:
+                kept.append(step[0])
+            if stats.due() and not stats.read()[0]:
+                return float("nan"), "diverged"  # found late: the state is never kept
+        return stats.result()[0]
+    finally:
+        if step_losses is not None and kept:
+            step_losses.extend(torch.stack(kept).float().tolist())
 
 
 def steps_per_epoch(n: int, batch_size: int) -> int:
@@ -261,7 +272,7 @@ def skipped(values: dict[str, float]) -> CandidateResult:
 def record_candidate(results: list[CandidateResult], values: dict[str, float], train_loss: float,
                      status: str, trainee: Trainee, validations: list[Validation],
                      on_candidate: Callable[[int, CandidateResult], None] | None,
-                     keep_all: bool = False) -> None:
+                     keep_all: bool = False, step_losses: list[float] | None = None) -> None:
     """Reward the candidate `trainee` now holds, append its result, and keep the state of the
     best candidate so far only (the first on ties), or of every candidate that did not
     diverge (keep_all); a diverged one gets WORST_REWARD.
@@ -281,7 +292,8 @@ def record_candidate(results: list[CandidateResult], values: dict[str, float], t
     if status != "ok":
         reward, metrics = WORST_REWARD, {}
     result = CandidateResult(dict(values), reward, train_loss, status, metrics,
-                             samples=samples if status == "ok" else [])
+                             samples=samples if status == "ok" else [],
+                             step_losses=list(step_losses or []))
     best = next((r for r in results if r.state is not None), None)
     if keep_all:
         if status == "ok":

@@ -53,6 +53,7 @@ from lfsearch.search import controllers
 from lfsearch.search import distributed as distributed_mod
 from lfsearch.search import memory as memory_mod
 from lfsearch.search import population as population_mod
+from lfsearch.search import tracking
 from lfsearch.search.run_folder import (
     _git_commit,
     _now,
@@ -112,10 +113,14 @@ class Search:
 
     def __init__(self, config: dict[str, Any], out: Path,
                  progress: Callable[[Progress], None] | None = None,
-                 group: distributed_mod.Group | None = None):
+                 group: distributed_mod.Group | None = None, *,
+                 callbacks: list[Any] | None = None, tensorboard: bool | None = None):
         self.config = config
         self.out = out
         self.progress = progress
+        # trackers (search/tracking.py): TensorBoard events in the run folder, user callbacks
+        self.callbacks = tracking.check_callbacks(callbacks)
+        self.tensorboard = tracking.resolve_tensorboard(tensorboard)
         self.group = group  # under torchrun: this rank's place; rank 0 alone writes the run folder
         self.writes = group is None or group.is_main
         training, run = config["training"], config["run"]
@@ -275,8 +280,29 @@ class Search:
 
     def run(self, *, resume: bool = False) -> dict[str, Any]:
         """Run (or continue) every epoch, then test; returns the results dict of results.json."""
-        out = self.out
         self.preflight(resume=resume)
+        callbacks = list(self.callbacks) if self.writes else []
+        if self.writes and self.tensorboard:
+            callbacks.append(tracking.TensorBoardWriter(self.out))
+        self.trackers = tracking.Trackers(callbacks)
+        try:
+            return self._run(resume)
+        finally:
+            self.trackers.close()
+
+    def _steps_per_epoch(self) -> int:
+        n, batch = len(self.benchmark.train), self.config["training"]["batch_size"]
+        return n // batch if n > batch else 1  # as train_one_epoch (the last short batch dropped)
+
+    def _track_epoch(self, epoch: int, results: list[candidate_mod.CandidateResult],
+                     chosen: int | None, controller: Any) -> None:
+        self.trackers.epoch(tracking.EpochEvent(
+            epoch, [dict(r.params) for r in results], [r.reward for r in results],
+            [r.train_loss for r in results], [r.status for r in results], chosen,
+            controller.describe() if controller is not None else {}, self.lr_at(epoch)))
+
+    def _run(self, resume: bool) -> dict[str, Any]:
+        out = self.out
         trainee, controller, ckpt, source = self._ready
         rows: list[dict[str, Any]] = []
         controller_rows: list[dict[str, Any]] = []
@@ -326,6 +352,11 @@ class Search:
 
                 def on_candidate(i: int, result: candidate_mod.CandidateResult, e: int) -> None:
                     nonlocal best_reward, best_params
+                    if self.trackers.callbacks:
+                        first_step, lr = e * self._steps_per_epoch(), self.lr_at(e)
+                        for j, value in enumerate(result.step_losses):
+                            self.trackers.step(tracking.StepEvent(e, i, first_step + j,
+                                                                  value, lr))
                     if result.status == "ok" and result.reward > best_reward:
                         best_reward, best_params = result.reward, dict(result.params)
                     if self.progress:
@@ -370,11 +401,15 @@ class Search:
                 snr_rows.append({"epoch": end - 1, **self._epoch_snr(results, chosen, end - 1)})
                 for r in results:
                     r.samples = []
-                del interval, starts
+                del starts
                 if not self.writes:
+                    del interval
                     continue
                 controller.update([r.params for r in results], [r.reward for r in results])
                 controller_rows.append({**controller.describe(), "epoch": end - 1, **extra})
+                for e, epoch_results in zip(range(first, end), interval):
+                    self._track_epoch(e, epoch_results, chosen, controller)
+                del interval
                 _write_csv(out / "epochs.csv", rows)
                 _write_csv(out / "controller.csv", controller_rows)
                 _write_csv(out / "snr.csv", snr_rows)
@@ -532,7 +567,8 @@ def search(space: str | os.PathLike, *, benchmark: str | None = None, epochs: in
            force: bool = False, threads: int | None = None, runs_dir: str | os.PathLike = "runs",
            progress: Callable[[Progress], None] | None = None,
            dist_timeout: float | None = None,
-           test_benchmarks: list[str] | None = None) -> dict[str, Any]:
+           test_benchmarks: list[str] | None = None, tensorboard: bool | None = None,
+           callbacks: list[Any] | None = None) -> dict[str, Any]:
     """Run a search described by a search-space file (a path or a name in search_spaces/).
 
     Returns the run's results (also written to <out>/results.json). With resume=True the run
@@ -541,6 +577,9 @@ def search(space: str | os.PathLike, *, benchmark: str | None = None, epochs: in
     time out after dist_timeout seconds); rank 0 reads the configuration and writes the run
     folder, the other ranks return {"rank": r, "run_dir": ...}. test_benchmarks replaces the
     file's [test] benchmarks (tested at the end, never searched on: lfsearch/evaluation/heldout.py).
+    tensorboard: event files in the run folder (None: when the tensorboard package is
+    installed); callbacks: objects with on_step(event) / on_epoch(event) methods
+    (lfsearch/search/tracking.py, docs/search.md "Tracking").
     """
     overrides = dict(benchmark=benchmark, epochs=epochs, candidates=candidates, seed=seed,
                      device=device, model=model, threads=threads,
@@ -584,7 +623,8 @@ def search(space: str | os.PathLike, *, benchmark: str | None = None, epochs: in
         config, out = distributed_mod.on_main(group, prepare, "sharing the configuration")
         # every input is checked (benchmark, model, metric, checkpoint) before the folder
         # is created or, with force, emptied
-        runner = Search(config, out, progress if main else None, group=group)
+        runner = Search(config, out, progress if main else None, group=group,
+                        callbacks=callbacks, tensorboard=tensorboard)
         runner.preflight(resume=resume)
         if not main:
             return runner.run(resume=resume)

@@ -185,6 +185,7 @@ class PackedPopulation:
         stats = step_stats.StepStats(m, device)  # on the device, read every READ_EVERY steps
         nan = torch.full((), float("nan"), device=device)
         checked = None
+        kept: list[Tensor] = []  # each step's (M,) losses, read once at the end
         try:
             for images, labels in data.batches(train, batch_size, generator=generator,
                                                augment=augment, drop_last=drop_last):
@@ -213,7 +214,9 @@ class PackedPopulation:
                 if checked is None:  # inputs checked once: later calls skip the host sync
                     checked = step_stats.set_validate(self.losses, False)
                 # a candidate whose loss is not finite takes no gradient (masked on the device)
-                live = stats.add(torch.stack(values), len(labels))
+                stacked = torch.stack(values)
+                live = stats.add(stacked, len(labels))
+                kept.append(stacked)
                 for i in range(m):
                     for h in self.heads[i].values():
                         if h.grad is not None:
@@ -226,6 +229,8 @@ class PackedPopulation:
                     stats.read()
         finally:
             step_stats.restore_validate(checked or [])
+        rows = torch.stack(kept).tolist() if kept else []
+        self.step_losses = [[r[i] for r in rows if math.isfinite(r[i])] for i in range(m)]
         return stats.result()
 
     def candidate_state(self, i: int) -> dict[str, Any]:
@@ -315,7 +320,8 @@ def run_epoch_packed(trainee: Trainee, start: dict[str, Any] | list[dict[str, An
             trainee.loss.set_params(**values)  # as the reference path; the trained state wins
             pop.load_candidate(i)
         candidate_mod.record_candidate(results, values, train_loss, status, trainee, validations,
-                                    on_candidate, keep_all=keep_all)
+                                    on_candidate, keep_all=keep_all,
+                                    step_losses=pop.step_losses[i])
     return results
 
 

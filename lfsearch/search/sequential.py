@@ -45,9 +45,10 @@ def run_epoch_sequential(trainee: Trainee, start: dict[str, Any] | list[dict[str
         trainee.loss.set_params(**values)
         torch.manual_seed(candidate_seeds[i])
         generator = torch.Generator().manual_seed(data_seed)  # CPU: the same draws on any device
+        steps: list[float] = []
         train_loss, status = train_one_epoch(trainee, train, batch_size=batch_size,
                                              generator=generator, lr=lr, augment=augment,
-                                             autocast_dtype=autocast_dtype)
+                                             autocast_dtype=autocast_dtype, step_losses=steps)
         record_candidate(results, values, train_loss, status, trainee, validations, on_candidate,
-                         keep_all=keep_all)
+                         keep_all=keep_all, step_losses=steps)
     return results
