@@ -323,3 +323,19 @@ def test_evaluate_refuses_a_bad_identification_spec(run_dir, sets, capsys):
     bad = sets["ident"].replace("distractor_counts=5,15", "distractor_counts=-1")
     assert cli_main(["evaluate", str(run_dir), "--benchmark", bad]) == 2
     assert "distractor_counts='-1'" in capsys.readouterr().err
+
+
+def test_distractors_may_not_be_the_training_data_and_ijb_is_no_validation_set(tmp_path,
+                                                                               sets):
+    train = "folder:tests/data/orl_faces_subset"
+    with pytest.raises(ValueError, match="reads the same data as training.benchmark"):
+        config_mod.check_test_disjoint(
+            [f"ident:{sets['root']}/people?distractors=tests/data/orl_faces_subset"], train, [])
+    space = tmp_path / "s.toml"
+    body = open(Path(__file__).parents[1] / "search_spaces" / "softmax.toml").read()
+    space.write_text(body.replace('validation = [', f'validation = [{{ benchmark = '
+                                  f'"{sets["ijb"]}", weight = 1.0 }}, ', 1))
+    if sets["ijb"] not in space.read_text():
+        pytest.fail("softmax.toml has no [reward] validation list to extend")
+    with pytest.raises(ValueError, match="templates benchmark, for \\[test\\] benchmarks"):
+        search(space, epochs=1, device="cpu", out=tmp_path / "run")

@@ -99,3 +99,6 @@ def test_sharding_refuses_members_that_need_every_class():
     for name, params in [("softmax", {}), ("modulated", {"bins": 2}), ("adacos", {})]:
         with pytest.raises(ValueError, match="sharded partial_fc supports"):
             ShardedPartialFC(losses.build(name, embedding_size=4, num_classes=10, **params))
+    with pytest.raises(ValueError, match="reduction must be 'mean'"):
+        ShardedPartialFC(losses.build("arcface", embedding_size=4, num_classes=10,
+                                      reduction="sum"))

@@ -76,6 +76,9 @@ class ShardedPartialFC(Loss):
                              f"combined_margin, modulated (no bins), adaface, magface, "
                              f"elasticface_*, curricularface, mv_softmax, subcenter_arcface; "
                              f"got {name!r}" + (" with bins" if name == "modulated" else ""))
+        if inner.reduction != "mean":
+            raise ValueError(f"sharded partial_fc averages over the global batch: reduction "
+                             f"must be 'mean' (allowed: mean); got {inner.reduction!r}")
         self.group = group
         self.world = dist.get_world_size(group)
         self.rank = dist.get_rank(group)
