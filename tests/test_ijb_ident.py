@@ -19,7 +19,6 @@ from PIL import Image
 from lfsearch import data, models
 from lfsearch.cli import main as cli_main
 from lfsearch.evaluation import identification, ijb
-from lfsearch.experiments import evaluate_run
 from lfsearch.report import writer
 from lfsearch.search import config as config_mod
 from lfsearch.search import search
@@ -109,8 +108,8 @@ def test_ijb_without_norm_and_detector_scores_averages_unit_features():
     # T1 of the example with unit features and no detector score: media 1 = mean((1,0,0),
     # (0,1,0)) = (.5,.5,0), media 2 = (0,0,1); g1 = (.5,.5,1)/√1.5
     f = torch.tensor([[200.0, 0, 0], [0, 100, 0], [0, 0, 300]])
-    ids, g = ijb.template_features(f, torch.tensor([1, 1, 1]), torch.tensor([1, 1, 2]),
-                                   None, norm_score=False)
+    _, g = ijb.template_features(f, torch.tensor([1, 1, 1]), torch.tensor([1, 1, 2]),
+                                 None, norm_score=False)
     assert torch.allclose(g[0], torch.tensor([0.5, 0.5, 1.0], dtype=torch.float64)
                           / math.sqrt(1.5))
     # keeping the norm (insightface's default), the larger features weigh more
@@ -332,7 +331,7 @@ def test_distractors_may_not_be_the_training_data_and_ijb_is_no_validation_set(t
         config_mod.check_test_disjoint(
             [f"ident:{sets['root']}/people?distractors=tests/data/orl_faces_subset"], train, [])
     space = tmp_path / "s.toml"
-    body = open(Path(__file__).parents[1] / "search_spaces" / "softmax.toml").read()
+    body = (Path(__file__).parents[1] / "search_spaces" / "softmax.toml").read_text()
     space.write_text(body.replace('validation = [', f'validation = [{{ benchmark = '
                                   f'"{sets["ijb"]}", weight = 1.0 }}, ', 1))
     if sets["ijb"] not in space.read_text():

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -121,8 +122,8 @@ def test_partial_fc_refuses_what_it_cannot_sample():
 
 def test_a_search_trains_with_partial_fc(tmp_path):
     space = tmp_path / "pfc.toml"
-    text = (losses.__file__.rsplit("/lfsearch/", 1)[0] + "/search_spaces/cosface.toml")
-    body = open(text).read().replace("[loss]\n", "[loss]\npartial_fc = 0.5\n", 1)
+    text = Path(losses.__file__).parents[2] / "search_spaces" / "cosface.toml"
+    body = text.read_text().replace("[loss]\n", "[loss]\npartial_fc = 0.5\n", 1)
     assert "partial_fc = 0.5" in body
     space.write_text(body)
     out = search(space, epochs=1, seed=0, device="cpu", out=tmp_path / "run")

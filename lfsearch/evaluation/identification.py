@@ -14,7 +14,8 @@ the distractors the split holds; rank1@d=0 is plain closed-gallery rank-1.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 import torch.nn.functional as F

@@ -18,7 +18,8 @@ nearest to f, which can lie above f), NaN with fewer than 1/f negative pairs.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import torch
