@@ -116,8 +116,11 @@ def _describe_test(entry: dict) -> str:
     text = f"{entry['metric']} = {fmt(entry['metric'])}"
     if entry["metric"] == "verification_accuracy":
         text += f" ± {fmt('verification_accuracy_std')}"
-    for key in ("roc_auc", "tar@far=1e-3", "rank1"):
-        if key in m:
+    extra = [k for k in m if k.startswith("rank1@d=")] if entry["metric"] == "rank1" else \
+        ["roc_auc", "tar@far=1e-5", "tar@far=1e-3", "tar@far=1e-1"] \
+        if entry["metric"] == "tar@far=1e-4" else ["roc_auc", "tar@far=1e-3", "rank1"]
+    for key in extra:
+        if key in m and key != entry["metric"]:
             text += f", {key} = {fmt(key)}"
     return text
 

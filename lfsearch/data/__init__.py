@@ -41,6 +41,11 @@ rec:FILE           insightface RecordIO training set (FILE = train.rec, with tra
                    split by identity as folder.
 bin:FILE           insightface verification .bin (pickle of encoded images and is-same flags;
                    LFW, CFP-FP, AgeDB-30, CALFW, CPLFW); evaluation only, as lfw.
+ijb:DIR            IJB-B / IJB-C 1:1 template verification in insightface's layout (meta/ and
+                   loose_crop/; data/ijb.py); evaluation only (`target=ijbb|ijbc`).
+ident:PATH         1:N identification with distractors (an identity folder or .rec; options
+                   `distractors=DIR|FILE.rec`, `distractor_counts=10,100,...`, `gallery=K`;
+                   data/ident.py); evaluation only.
 =================  =========================================================================
 
 Options (allowed per kind; anything else is a ValueError naming the allowed ones):
@@ -103,7 +108,9 @@ from lfsearch.data.binset import load_bin
 from lfsearch.data.cifar import cifar_loader
 from lfsearch.data.embedded import load_digits, load_digits_closed
 from lfsearch.data.folder import load_folder, load_folder_closed
+from lfsearch.data.ident import load_ident
 from lfsearch.data.idx import load_mnist, load_mnist_open, read_idx
+from lfsearch.data.ijb import load_ijb
 from lfsearch.data.images import IMAGE_EXTENSIONS, MAX_DEFAULT_SIDE
 from lfsearch.data.lfw import load_lfw, read_pairs_file
 from lfsearch.data.options import PARSERS
@@ -113,16 +120,18 @@ from lfsearch.data.splits import (
     BYTE_PIXELS,
     Benchmark,
     ClassificationSplit,
+    IdentificationSplit,
     LabelledImages,
     PixelScale,
     Split,
+    TemplateSplit,
     VerificationSplit,
 )
 from lfsearch.data.stream import StreamedImages
 
 __all__ = ["BYTE_PIXELS", "Benchmark", "ClassificationSplit", "DEFAULT_PAIRS", "FLIP_KINDS",
-           "IMAGE_EXTENSIONS", "LabelledImages", "MAX_DEFAULT_SIDE", "N_FOLDS",
-           "PixelScale", "Split", "StreamedImages", "VerificationSplit",
+           "IMAGE_EXTENSIONS", "IdentificationSplit", "LabelledImages", "MAX_DEFAULT_SIDE",
+           "N_FOLDS", "PixelScale", "Split", "StreamedImages", "TemplateSplit", "VerificationSplit",
            "augment_batch", "available", "batches", "load", "make_pairs",
            "parse_augment", "parse_spec", "read_idx", "read_pairs_file"]
 
@@ -145,9 +154,11 @@ _KINDS: dict[str, tuple[Callable[..., Benchmark], bool, set[str]]] = {
     "rec": (load_rec, True, _IMAGE_OPTIONS | _STREAM_OPTIONS | {"val", "test", "pairs"}),
     "lfw": (load_lfw, True, _IMAGE_OPTIONS | {"pairs_file"}),
     "bin": (load_bin, True, _IMAGE_OPTIONS),
+    "ijb": (load_ijb, True, _IMAGE_OPTIONS | {"target"}),
+    "ident": (load_ident, True, _IMAGE_OPTIONS | {"distractors", "distractor_counts", "gallery"}),
 }
 # kinds of face images: flip test-time augmentation on by default (option flip=yes|no)
-FLIP_KINDS = ("folder", "folder-closed", "rec", "lfw", "bin")
+FLIP_KINDS = ("folder", "folder-closed", "rec", "lfw", "bin", "ijb", "ident")
 
 def parse_spec(spec: str) -> tuple[str, str | None, dict[str, str]]:
     """'KIND[:PATH][?k=v&k=v]' -> (kind, path or None, options as strings)."""
@@ -185,7 +196,7 @@ def load(spec: str, *, seed: int = 0, device: str | torch.device = "cpu",
                          f"{', '.join(available())}")
     loader, needs_path, allowed = _KINDS[kind]
     if needs_path and not path:
-        what = "FILE" if kind in ("bin", "rec") else "DIR"
+        what = "FILE" if kind in ("bin", "rec") else "PATH" if kind == "ident" else "DIR"
         raise ValueError(f"benchmark {kind!r} needs a path: write {kind}:{what}")
     if not needs_path and path:
         raise ValueError(f"benchmark {kind!r} takes no path; got {spec!r}")

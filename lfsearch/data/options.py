@@ -80,9 +80,30 @@ def _parse_flip(value: Any, name: str) -> bool:
     return text == "yes"
 
 
+def _parse_counts(value: Any, name: str) -> tuple[int, ...]:
+    items = value if isinstance(value, (tuple, list)) else str(value).split(",")
+    try:
+        counts = tuple(int(v) for v in items)
+    except (TypeError, ValueError):
+        counts = ()
+    if not counts or any(c < 0 for c in counts):
+        raise ValueError(f"option {name}={value!r}: expected integers >= 0 separated by commas, "
+                         "e.g. 10,100,1000")
+    return counts
+
+
+def _parse_target(value: Any, name: str) -> str:
+    text = str(value).strip().lower()
+    if text not in ("ijbb", "ijbc"):
+        raise ValueError(f"option {name}={value!r}: allowed values ijbb, ijbc")
+    return text
+
+
 PARSERS: dict[str, Callable[[Any, str], Any]] = {
     "size": _parse_size, "crop": _parse_size, "channels": _parse_channels,
     "val": _parse_fraction, "test": _parse_fraction, "pairs": _parse_count(2),
     "train_classes": _parse_count(1), "pairs_file": _parse_text, "stream": _parse_stream,
     "workers": _parse_count(0), "prefetch": _parse_count(1), "flip": _parse_flip,
+    "target": _parse_target, "distractors": _parse_text, "distractor_counts": _parse_counts,
+    "gallery": _parse_count(1),
 }

@@ -19,7 +19,7 @@ import numpy as np
 
 from lfsearch import paths
 from lfsearch.data.folder import list_identities
-from lfsearch.data.images import decode_one, verify
+from lfsearch.data.images import decode_one, probe, verify
 from lfsearch.data.lfw import LAYOUT as LFW_LAYOUT
 from lfsearch.data.lfw import read_pairs_file
 from lfsearch.data.options import _parse_size

@@ -197,3 +197,84 @@ class Benchmark:
                          self.in_channels, self.image_size, self.default_model, self.augment,
                          list(self.class_names), self.flip)
 
+
+
+@dataclass
+class TemplateSplit:
+    """IJB-style template verification (lfsearch.data.ijb, lfsearch.evaluation.ijb): images
+    (N, C, H, W), each in template `templates[i]` and media `media[i]` with detector score
+    `scores[i]`; `pairs` (P, 2) are template ids, `same` (P,) their is-same labels."""
+
+    images: Tensor
+    templates: Tensor
+    media: Tensor
+    scores: Tensor
+    pairs: Tensor
+    same: Tensor
+    pixels: PixelScale | None = None
+
+    protocol: ClassVar[str] = "templates"
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def __post_init__(self) -> None:
+        check_images(self.images, self.pixels, "images")
+        n = self.images.shape[0]
+        for name in ("templates", "media", "scores"):
+            if getattr(self, name).shape != (n,):
+                raise ValueError(f"{name} must have shape ({n},); got "
+                                 f"{tuple(getattr(self, name).shape)}")
+        if self.pairs.dim() != 2 or self.pairs.shape[1] != 2 \
+                or self.same.shape != (self.pairs.shape[0],):
+            raise ValueError(f"pairs must be (P, 2) and same (P,); got {tuple(self.pairs.shape)} "
+                             f"and {tuple(self.same.shape)}")
+
+    def normalise(self, images: Tensor) -> Tensor:
+        return normalise(images, self.pixels)
+
+    def to(self, device: str | torch.device) -> "TemplateSplit":
+        return TemplateSplit(self.images.to(device), self.templates, self.media, self.scores,
+                             self.pairs, self.same, self.pixels)
+
+
+@dataclass
+class IdentificationSplit:
+    """1:N identification with distractors (lfsearch.data.ident,
+    lfsearch.evaluation.identification): identity-labelled `images` (N, C, H, W) of which
+    `gallery` (N,) bool marks the gallery, the rest being probes; `distractors` (M, C, H, W)
+    images of other people, added to the gallery (the first `counts[k]` of them for
+    rank1@d=counts[k]; they are in a seeded random order)."""
+
+    images: Tensor
+    labels: Tensor
+    gallery: Tensor
+    distractors: Tensor
+    counts: tuple[int, ...] = ()
+    pixels: PixelScale | None = None
+
+    protocol: ClassVar[str] = "identification"
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def __post_init__(self) -> None:
+        check_images(self.images, self.pixels, "images")
+        check_images(self.distractors, self.pixels, "distractors")
+        n = self.images.shape[0]
+        if self.labels.shape != (n,) or self.gallery.shape != (n,):
+            raise ValueError(f"labels and gallery must have shape ({n},)")
+        if self.distractors.shape[1:] != self.images.shape[1:]:
+            raise ValueError(f"distractors must be images of shape {tuple(self.images.shape[1:])}"
+                             f"; got {tuple(self.distractors.shape[1:])}")
+        m = int(self.distractors.shape[0])
+        if any(not 0 <= int(c) <= m for c in self.counts):
+            raise ValueError(f"counts must lie in [0, {m}] (the distractors); got {self.counts}")
+
+    def normalise(self, images: Tensor) -> Tensor:
+        return normalise(images, self.pixels)
+
+    def to(self, device: str | torch.device) -> "IdentificationSplit":
+        return IdentificationSplit(self.images.to(device), self.labels.to(device),
+                                   self.gallery.to(device), self.distractors.to(device),
+                                   self.counts, self.pixels)

@@ -19,7 +19,9 @@ Metrics are those of the main test split (lfsearch.evaluation.metrics.evaluate):
 verification accuracy and its std, ROC AUC, EER, TAR@FAR, and where the split has identity
 labels TAR@FAR over all pairs and rank-1; on closed-set splits, top-1 accuracy. Each
 benchmark's flip test-time augmentation (`Benchmark.flip`: on for face kinds) is applied and
-recorded as "flip" in its entry.
+recorded as "flip" in its entry. `ijb:DIR` benchmarks give IJB template
+TAR@FAR 1e-6..1e-1 (evaluation/ijb.py) and `ident:PATH` benchmarks rank-1 with distractors
+(evaluation/identification.py).
 """
 
 from __future__ import annotations
@@ -29,8 +31,8 @@ from typing import Any
 
 import torch
 
+from lfsearch.evaluation import identification, ijb, overlap
 from lfsearch.evaluation import metrics as metrics_mod
-from lfsearch.evaluation import overlap
 
 
 def _finite(metrics: dict[str, float]) -> dict[str, float | None]:
@@ -56,10 +58,27 @@ def load_test_split(spec: str, *, seed: int, device: torch.device | str,
     return split, bool(getattr(bench, "flip", False))
 
 
+MAIN_METRICS = {"verification": "verification_accuracy", "classification": "accuracy",
+                "templates": ijb.MAIN_METRIC, "identification": "rank1"}
+
+
 def metric_of(split: Any) -> str:
-    """verification_accuracy on pairs, accuracy on closed-set classification."""
-    return "verification_accuracy" if getattr(split, "protocol", None) == "verification" \
-        else "accuracy"
+    """The main metric of a split's protocol: verification_accuracy on pairs, accuracy on
+    closed-set classification, TAR@FAR=1e-4 on IJB templates, rank1 on identification."""
+    return MAIN_METRICS.get(getattr(split, "protocol", None), "accuracy")
+
+
+def evaluate_split(model: torch.nn.Module, loss: torch.nn.Module | None, split: Any, *,
+                   flip: bool = True) -> dict[str, float]:
+    """The split's protocol: IJB templates (evaluation/ijb.py) and identification with
+    distractors (evaluation/identification.py) with `flip` (on by default, as the field
+    reports them); pairs and classification by metrics.evaluate."""
+    protocol = getattr(split, "protocol", None)
+    if protocol == "templates":
+        return ijb.evaluate_templates(model, split, flip=flip)
+    if protocol == "identification":
+        return identification.evaluate_identification(model, split, flip=flip)
+    return metrics_mod.evaluate(model, loss, split, flip=flip)
 
 
 def evaluate_benchmarks(model: torch.nn.Module, loss: torch.nn.Module, specs: list[str], *,
@@ -85,7 +104,7 @@ def evaluate_benchmarks(model: torch.nn.Module, loss: torch.nn.Module, specs: li
                 if shared:
                     raise ValueError(f"test benchmark {spec!r} shares {shared} of its images "
                                      f"with the {name} split the search used; it is not tested")
-            metrics = metrics_mod.evaluate(model, loss, split, flip=flip)
+            metrics = evaluate_split(model, loss, split, flip=flip)
             out[spec] = {"metric": metric_of(split), "flip": flip, "metrics": _finite(metrics)}
         except (ValueError, FileNotFoundError, NotADirectoryError, OSError) as exc:
             if not keep_going:

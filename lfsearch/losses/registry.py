@@ -36,6 +36,7 @@ from lfsearch.losses.fixed_margins import (
 from lfsearch.losses.joint import CenterLoss, ContrastiveLoss, Joint, RangeLoss, TripletLoss
 from lfsearch.losses.modulated import Modulated
 from lfsearch.losses.negative_reweighting import CurricularFace, MVSoftmax
+from lfsearch.losses.partial_fc import PartialFC
 from lfsearch.losses.subcenters import SubCenterArcFace
 
 # ---------------------------------------------------------------------------- registry
@@ -89,7 +90,7 @@ def _construct(cls: type[Loss], embedding_size, num_classes, params: dict,
 def build(name: str, *sizes, embedding_size: int | None = None,
           num_classes: int | None = None, aux: str | None = None, aux_weight: float = 0.01,
           aux_params: dict | None = None, generator: torch.Generator | None = None,
-          **params) -> Loss:
+          partial_fc: float | None = None, **params) -> Loss:
     """Build the loss ``name`` (see :func:`available`) with keyword arguments only:
     ``build("arcface", num_classes=C, embedding_size=D, m=0.5)``.
 
@@ -97,7 +98,9 @@ def build(name: str, *sizes, embedding_size: int | None = None,
     member: L = L_name + aux_weight·L_aux, the aux term built with ``aux_params``.
     ``generator`` seeds the initial class weights / centers. Sizes given by position are
     refused (pytorch-metric-learning's order is (num_classes, embedding_size); ours was the
-    reverse, so names leave no doubt).
+    reverse, so names leave no doubt). ``partial_fc = r`` trains the head on the batch's
+    classes plus a share r of the others (:class:`lfsearch.losses.partial_fc.PartialFC`;
+    r = 1 is the full head).
     """
     if sizes:
         given = ", ".join(repr(v) for v in (name, *sizes))
@@ -105,6 +108,11 @@ def build(name: str, *sizes, embedding_size: int | None = None,
                         f"build({name!r}, num_classes=C, embedding_size=D)")
     cls = _resolve(name)
     loss = _construct(cls, embedding_size, num_classes, params, generator)
+    if partial_fc is not None:
+        if aux is not None:
+            raise ValueError("partial_fc does not combine with aux terms (the aux term's "
+                             "class centres are not sampled); drop one of them")
+        return PartialFC(loss, partial_fc, generator=generator)
     if aux is None:
         if aux_params:
             raise ValueError("aux_params needs aux (allowed aux: " + ", ".join(AUX_NAMES) + ")")

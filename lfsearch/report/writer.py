@@ -56,7 +56,7 @@ from lfsearch.search import config as config_mod
 def test_benchmarks_table(entries: dict[str, dict[str, Any]]) -> pd.DataFrame:
     """One row per test benchmark: its main metric, the verification metrics, or its error."""
     keys = ("verification_accuracy", "verification_accuracy_std", "roc_auc", "eer",
-            "tar@far=1e-3", "rank1", "accuracy")
+            "tar@far=1e-5", "tar@far=1e-4", "tar@far=1e-3", "rank1", "accuracy")
     rows = []
     for spec, entry in entries.items():
         if "error" in entry:

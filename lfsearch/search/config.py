@@ -305,6 +305,13 @@ def normalise_spec(spec: str) -> tuple[str, str | None, tuple[tuple[str, str], .
     return kind.strip().lower(), absolute, options
 
 
+def _distractors_path(key: tuple[str, str | None, tuple[tuple[str, str], ...]]) -> str | None:
+    """The absolute path of an ident benchmark's distractors option (they join its gallery,
+    so they may not be training or validation data either)."""
+    value = dict(key[2]).get("distractors")
+    return os.path.realpath(os.path.expanduser(value)) if value else None
+
+
 def check_test_disjoint(tests: list[str], training: str, validations: list[str],
                    source: str = "<config>") -> None:
     """ValueError naming the first test benchmark that repeats another one, a validation
@@ -319,7 +326,8 @@ def check_test_disjoint(tests: list[str], training: str, validations: list[str],
             ("reward.validation benchmark", v) for v in validations]
         for where, other in others:
             o = normalise_spec(other)
-            if o == key or (key[1] is not None and o[1] == key[1]):
+            if o == key or (key[1] is not None and o[1] == key[1]) or (
+                    o[1] is not None and o[1] == _distractors_path(key)):
                 raise ValueError(
                     f"{source}: test.benchmarks[{i}] {spec!r} reads the same data as "
                     f"{where} {other!r}; a test benchmark must never be seen by the search "

@@ -196,6 +196,10 @@ class Search:
             split = bench.val
             if split is None:
                 raise ValueError(f"reward.validation benchmark {spec!r} has no validation split")
+            if split.protocol not in ("classification", "verification"):
+                raise ValueError(f"reward.validation benchmark {spec!r} is a {split.protocol} "
+                                 "benchmark, for [test] benchmarks and `lfsearch evaluate` only; "
+                                 "allowed here: pair (verification) or classification benchmarks")
             if spec != "main" and self.benchmark.test is not None:
                 overlap.refuse_overlap(spec, split.images, self.benchmark.test.images)
             name = "val" if spec == "main" else f"val:{spec}"

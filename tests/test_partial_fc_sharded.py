@@ -1,0 +1,104 @@
+"""Partial FC sharded over 2 gloo ranks (lfsearch/losses/sharded_fc.py), launched with
+torch.multiprocessing.spawn on CPU: each rank holds half the class centres and its own half
+of the batch, and the loss and every gradient equal one process with the full head on the
+whole batch, for several members; sampling keeps every positive; the gathered checkpoint
+loads in one process and back on the ranks."""
+
+from __future__ import annotations
+
+import copy
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from lfsearch import losses
+from lfsearch.losses.partial_fc import PartialFC
+from lfsearch.losses.sharded_fc import ShardedPartialFC, shard_range
+
+MEMBERS = [("cosface", {}), ("arcface", {}), ("combined_margin", {}),
+           ("modulated", {"a": 3.0}), ("adaface", {}), ("magface", {}),
+           ("elasticface_arc", {"seed": 3}), ("curricularface", {}), ("mv_softmax", {}),
+           ("subcenter_arcface", {})]
+C, D, N = 11, 8, 12  # 11 classes: shards of 5 and 6
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def global_batch(step: int):
+    g = torch.Generator().manual_seed(100 + step)
+    return torch.randn(N, D, generator=g, dtype=torch.float64) * 3, torch.randint(0, C, (N,),
+                                                                                   generator=g)
+
+
+def worker(rank: int, world: int, port: int) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        half = slice(rank * N // world, (rank + 1) * N // world)
+        lo, hi = shard_range(C, rank, world)
+        for name, params in MEMBERS:
+            torch.manual_seed(0)
+            full = losses.build(name, embedding_size=D, num_classes=C, **params).double()
+            sharded = ShardedPartialFC(copy.deepcopy(full), 1.0, seed=0).double()
+            k = full.weight.shape[0] // C
+            for step in range(2):  # statistics (t, norm means, draws) move alike
+                x, y = global_batch(step)
+                xa = x.clone().requires_grad_()
+                want = full(xa, y)
+                want.backward()
+                xr = x[half].clone().requires_grad_()
+                got = sharded(xr, y[half])
+                got.backward()
+                assert torch.allclose(got, want, rtol=1e-10, atol=1e-10), (name, step, got, want)
+                assert torch.allclose(xr.grad, xa.grad[half], rtol=1e-8, atol=1e-10), name
+                assert torch.allclose(sharded.inner.weight.grad, full.weight.grad[lo * k:hi * k],
+                                      rtol=1e-8, atol=1e-10), name
+            for (bn, b), c in zip(full.named_buffers(), sharded.inner.buffers()):
+                assert torch.allclose(b, c, rtol=1e-10, atol=1e-12), (name, bn)
+        # sampling keeps every positive of this rank's shard, and ⌈r·C_r⌉ classes
+        torch.manual_seed(0)
+        member = losses.build("arcface", embedding_size=D, num_classes=C)
+        sharded = ShardedPartialFC(copy.deepcopy(member), 0.5, seed=1)
+        x, y = global_batch(0)
+        sharded(x[half].float(), y[half]).backward()
+        mine = y[(y >= lo) & (y < hi)].unique()
+        assert torch.isin(mine, sharded.last_sample).all()
+        assert sharded.last_sample.numel() == max(-(-(hi - lo) // 2), mine.numel())
+        # the gathered checkpoint is the full head; one process loads it; ranks load it back
+        state = sharded.gathered_state_dict()
+        assert torch.equal(state["inner.weight"], member.weight.detach())
+        one = PartialFC(copy.deepcopy(member), 0.5)
+        one.load_state_dict(state)
+        assert one.step == 1 and torch.equal(one.weight, member.weight)
+        again = ShardedPartialFC(losses.build("arcface", embedding_size=D, num_classes=C), 0.5)
+        again.load_gathered_state_dict(one.state_dict())
+        assert torch.equal(again.inner.weight, member.weight.detach()[lo:hi])
+        # per-epoch parameters: rank 0's everywhere
+        sharded.set_params(m=0.3 + 0.1 * rank)
+        sharded.broadcast_params()
+        assert sharded.get_params()["m"] == pytest.approx(0.3)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_gloo_ranks_equal_one_process_with_the_full_head():
+    mp.spawn(worker, args=(2, free_port()), nprocs=2, join=True)
+
+
+def test_sharding_refuses_members_that_need_every_class():
+    # refused before any process group is needed
+    for name, params in [("softmax", {}), ("modulated", {"bins": 2}), ("adacos", {})]:
+        with pytest.raises(ValueError, match="sharded partial_fc supports"):
+            ShardedPartialFC(losses.build(name, embedding_size=4, num_classes=10, **params))
+    with pytest.raises(ValueError, match="reduction must be 'mean'"):
+        ShardedPartialFC(losses.build("arcface", embedding_size=4, num_classes=10,
+                                      reduction="sum"))
