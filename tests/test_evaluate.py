@@ -349,6 +349,6 @@ def test_flip_defaults_on_for_face_benchmarks_and_off_for_digits():
     assert data.load(f"folder:{orl}?size=28x23&flip=no", seed=0).flip is False
     assert data.load("digits", seed=0).flip is False
     assert data.load("digits?flip=yes", seed=0).flip is True
-    assert set(data.FLIP_KINDS) == {"folder", "folder-closed", "rec", "lfw", "bin"}
+    assert set(data.FLIP_KINDS) == {"folder", "folder-closed", "rec", "lfw", "bin", "ijb", "ident"}
     with pytest.raises(ValueError, match=r"option flip='maybe': allowed values yes .*, no"):
         data.load("digits?flip=maybe", seed=0)

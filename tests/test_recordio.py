@@ -243,7 +243,7 @@ def test_cli_data_pack_show_and_bin(tmp_path, capsys):
     out = tmp_path / "v.bin"
     assert cli_main(["data", "bin", str(tmp_path / "pairs.txt"), "--root", str(lfw),
                      "--out", str(out)]) == 0
-    assert "4 pairs (2 same), images 112x112 (8 resized)" in capsys.readouterr().out
+    assert "10 pairs (5 same), images 112x112 (20 resized)" in capsys.readouterr().out
     blobs, issame = pickle.loads(out.read_bytes())
     assert issame == [True, False] * 5 and len(blobs) == 20
     assert {Image.open(io.BytesIO(blob)).size for blob in blobs} == {(112, 112)}
@@ -334,12 +334,15 @@ def insightface_load_bin(path: Path, image_size=(112, 112)) -> torch.Tensor:
 
 def test_data_bin_of_non_square_images_is_read_by_insightfaces_load_bin(tmp_path):
     lfw = tmp_path / "lfw"
-    for person in ("s1", "s2"):  # ORL faces are 46 x 56: not square
+    for person in ("s1", "s2", "s3"):  # ORL faces are 46 x 56: not square
         (lfw / person).mkdir(parents=True)
-        for k in (1, 2):
+        for k in (1, 2, 3):
             (lfw / person / f"{person}_{k:04d}.jpg").write_bytes(
                 (ORL_SMALL / person / f"{k}.jpg").read_bytes())
-    (tmp_path / "pairs.txt").write_text("s1\t1\t2\ns1\t1\ts2\t2\n")
+    # 10 pairs (a .bin needs one per fold of the 10-fold protocol), alternately same/different
+    pairs = ["s1 1 2", "s1 1 s2 2", "s2 1 2", "s2 1 s1 2", "s1 1 3", "s2 3 s3 2", "s3 1 2",
+             "s3 1 s1 3", "s2 2 3", "s3 3 s2 1"]
+    (tmp_path / "pairs.txt").write_text("".join(p.replace(" ", "\t") + "\n" for p in pairs))
     raw = tmp_path / "raw.bin"  # the files' bytes as they are: insightface cannot read it
     blobs = [(lfw / n / f"{n}_{k:04d}.jpg").read_bytes()
              for n, k in (("s1", 1), ("s1", 2), ("s1", 1), ("s2", 2))]
@@ -347,17 +350,17 @@ def test_data_bin_of_non_square_images_is_read_by_insightfaces_load_bin(tmp_path
     with pytest.raises(RuntimeError):
         insightface_load_bin(raw)
     info = data.pack.write_bin(tmp_path / "pairs.txt", lfw, tmp_path / "v.bin")
-    assert info["size"] == [112, 112] and info["resized"] == 4
+    assert info["size"] == [112, 112] and info["resized"] == 20
     theirs = insightface_load_bin(tmp_path / "v.bin")
     ours = data.load(f"bin:{tmp_path / 'v.bin'}").test.images
-    assert ours.shape == (4, 3, 112, 112) and torch.equal(theirs, ours.float())
+    assert ours.shape == (20, 3, 112, 112) and torch.equal(theirs, ours.float())
     # the face is the source image resized: close to a direct resize of the original
     direct = np.asarray(Image.open(ORL_SMALL / "s1" / "1.jpg").convert("RGB")
                         .resize((112, 112), Image.BILINEAR), dtype=np.float32)
     assert np.abs(theirs[0].numpy().transpose(1, 2, 0) - direct).mean() < 3.0
     # another size asked
     data.pack.write_bin(tmp_path / "pairs.txt", lfw, tmp_path / "w.bin", size="96x96")
-    assert insightface_load_bin(tmp_path / "w.bin", (96, 96)).shape == (4, 3, 96, 96)
+    assert insightface_load_bin(tmp_path / "w.bin", (96, 96)).shape == (20, 3, 96, 96)
 
 
 def test_a_property_written_by_rec2shufrec_is_read(tmp_path):

@@ -80,7 +80,7 @@ def test_a_tuned_baseline_is_chosen_on_validation_and_counts_its_trials(tuned):
     out, result = tuned
     label = "cosface (tuned, 2 cand-epochs)"
     table = result["table"].set_index("method")
-    assert list(table.index) == ["softmax", label]
+    assert list(table.index) == ["softmax", label, "validation-selected best fixed"]
     assert table.loc[label, "candidate_epochs"] == 2      # both trials count
     assert table.loc[label, "controller"] == "fixed"
     assert table.loc["softmax", "best_margin"] == label   # a tuned margin can be the best one
