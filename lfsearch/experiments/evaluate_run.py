@@ -31,15 +31,6 @@ class RunModel:
     epochs_done: int
 
 
-def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
-    """torch.load with weights_only=True (tensors and plain containers only, no code), and
-    weights_only=False only for a checkpoint that holds other objects (older runs)."""
-    try:
-        return torch.load(path, map_location=device, weights_only=True)
-    except Exception:  # an object the safe unpickler refuses
-        return torch.load(path, map_location=device, weights_only=False)
-
-
 def load_run_model(run_dir: str | os.PathLike, device: torch.device | str = "cpu") -> RunModel:
     """The state a run's checkpoint.pt holds: the best candidate of its last completed epoch.
 
