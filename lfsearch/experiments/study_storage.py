@@ -12,7 +12,6 @@ import os
 import re
 import socket
 import time
-import warnings
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 from lfsearch import paths
 from lfsearch.search import config as config_mod
 from lfsearch.search import derive_seed
+from lfsearch.search.controllers.optuna_sampler import _quiet_optuna  # noqa: F401  (study, study_export)
 
 log = logging.getLogger(__name__)
 
@@ -27,21 +27,6 @@ STALE_WITHOUT_WORKER_S = 60.0   # a RUNNING trial that never named its worker (d
 HEARTBEAT_INTERVAL_S = 30       # RDB servers (PostgreSQL, MySQL): a worker's heartbeat ...
 HEARTBEAT_GRACE_S = 120         # ... and how long it may be silent before its trial fails
 FINISHED = ("COMPLETE", "PRUNED")
-
-@contextlib.contextmanager
-def _quiet_optuna():
-    """Optuna's per-trial INFO lines and experimental warnings off while we call it."""
-    import optuna
-
-    old = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            yield optuna
-    finally:
-        optuna.logging.set_verbosity(old)
-
 
 class _DropInterruptedTrialLog(logging.Filter):
     """Drops Optuna's "Trial N failed ... KeyboardInterrupt" warning (with its traceback) and

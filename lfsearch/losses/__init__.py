@@ -17,34 +17,34 @@ loss with its schedule). The math: docs/math.md; in one's own loop: docs/library
 """
 
 from lfsearch.losses.adaptive_margins import (
-                                              AdaCos,
-                                              AdaFace,
-                                              ElasticFaceArc,
-                                              ElasticFaceArcPlus,
-                                              ElasticFaceCos,
-                                              ElasticFaceCosPlus,
-                                              MagFace,
+    AdaCos,
+    AdaFace,
+    ElasticFaceArc,
+    ElasticFaceArcPlus,
+    ElasticFaceCos,
+    ElasticFaceCosPlus,
+    MagFace,
 )
 from lfsearch.losses.am_lfs import AMLFS
 from lfsearch.losses.base import Loss
 from lfsearch.losses.discovered import from_discovered
 from lfsearch.losses.fixed_margins import (
-                                              ArcFace,
-                                              CombinedMargin,
-                                              CosFace,
-                                              L2Softmax,
-                                              LSoftmax,
-                                              NormFace,
-                                              Softmax,
-                                              SphereFace,
-                                              WeightedSoftmax,
+    ArcFace,
+    CombinedMargin,
+    CosFace,
+    L2Softmax,
+    LSoftmax,
+    NormFace,
+    Softmax,
+    SphereFace,
+    WeightedSoftmax,
 )
 from lfsearch.losses.joint import CenterLoss, ContrastiveLoss, Joint, RangeLoss, TripletLoss
 from lfsearch.losses.modulated import Modulated
 from lfsearch.losses.negative_reweighting import CurricularFace, MVSoftmax
 from lfsearch.losses.registry import (
-                                              AUX_NAMES,
-                                              MEMBERS,
+    AUX_NAMES,
+    MEMBERS,
                                               available,
                                               build,
                                               describe,

@@ -49,11 +49,10 @@ from lfsearch.search import broadcast as broadcast_mod
 from lfsearch.search import candidate as candidate_mod
 from lfsearch.search import checkpoint as checkpoint_mod
 from lfsearch.search import config as config_mod
-from lfsearch.search import controllers
+from lfsearch.search import controllers, tracking
 from lfsearch.search import distributed as distributed_mod
 from lfsearch.search import memory as memory_mod
 from lfsearch.search import population as population_mod
-from lfsearch.search import tracking
 from lfsearch.search.run_folder import (
     _git_commit,
     _now,
