@@ -181,7 +181,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
                          candidates=args.candidates, model=args.model, device=args.device,
                          threads=args.threads, metric=args.metric, force=args.force,
                          progress=progress, test_benchmarks=args.test_benchmark,
-                         tuned=args.tuned or (), tune_budget=args.tune_budget)
+                         tuned=args.tuned or (), tune_budget=args.tune_budget,
+                         tune_pruner=args.tune_pruner)
     finally:
         if bar is not None:
             bar.close()
@@ -223,10 +224,12 @@ def _cmd_study(args: argparse.Namespace) -> int:
                         epochs=args.epochs, model=args.model, seed=args.seed,
                         device=args.device, threads=args.threads, storage=args.storage,
                         study_name=args.study_name, out=args.out, pruner=args.pruner,
-                        progress=progress)
+                        progress=progress, budget=args.budget)
     states = ", ".join(f"{n} {s.lower()}" for s, n in summary["states"].items())
+    spent = f"; {summary['candidate_epochs']}" + (
+        f"/{summary['budget']}" if summary.get("budget") else "") + " candidate-epochs"
     print(f"study {summary['study_name']}: {summary['finished_trials']}/"
-          f"{summary['target_trials']} finished ({states})")
+          f"{summary['target_trials']} finished ({states}{spent})")
     best = summary["best"]
     if best is not None:
         print(f"best trial {best['number']}: validation reward {best['value']:.4f} with "
@@ -384,6 +387,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "validation reward within the searches' candidate-epochs (README)")
     p.add_argument("--tune-budget", type=int, metavar="N", help="candidate-epochs per seed for "
                    "--tuned (default: the largest epochs x candidates of the compared searches)")
+    p.add_argument("--tune-pruner", default="none",
+                   choices=["none", *study_section.PRUNERS], help="prune --tuned trials on "
+                   "their validation curve and run trials until they spent the budget "
+                   "(default none: floor(budget / (E x M)) full trials)")
     p.add_argument("--force", action="store_true", help="redo every run from scratch")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--test-benchmark", action="append", metavar="SPEC",
@@ -414,6 +421,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("space", help="a search-space TOML file or a name from search_spaces/")
     p.add_argument("--trials", type=int, required=True, help="finished (complete + pruned) "
                    "trials the study needs, counted over every worker")
+    p.add_argument("--budget", type=int, metavar="N", help="also stop once the trials have "
+                   "spent N candidate-epochs (pruned trials count the epochs they ran; the "
+                   "trial that reaches N is stopped there): to compare with a search of "
+                   "E x M = N at equal compute")
     p.add_argument("--benchmark", help="benchmark spec (default: the file's)")
     p.add_argument("--epochs", type=int, help="epochs E of every trial")
     p.add_argument("--model", help="backbone name (default: the benchmark's)")

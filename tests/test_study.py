@@ -247,6 +247,22 @@ def test_the_median_pruner_stops_poor_trials(tmp_path, stub):
     assert (table.loc[table["state"] == "PRUNED", "epochs_reported"] < 4).all()
 
 
+def test_a_budget_stops_the_study_at_exactly_that_many_candidate_epochs(tmp_path, stub):
+    # 4-epoch trials, budget 10: two complete trials (8), the third stopped after 2 epochs
+    summary = study_mod.run_study("cosface", trials=100, epochs=4, out=tmp_path / "s",
+                                  pruner="none", budget=10)
+    study = load_study(f"sqlite:///{tmp_path / 's' / 'study.db'}")
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE", "PRUNED"]
+    assert [t.user_attrs["candidate_epochs"] for t in study.trials] == [4, 4, 2]
+    assert summary["candidate_epochs"] == 10 and summary["budget"] == 10
+    # hyperband prunes on the curve: more trials fit, never more than the budget spent
+    hb = study_mod.run_study("cosface", trials=100, epochs=4, out=tmp_path / "h",
+                             pruner="hyperband", budget=20)
+    assert hb["candidate_epochs"] <= 20 and hb["finished_trials"] > 20 // 4
+    with pytest.raises(ValueError, match="--budget must be an integer >= 1"):
+        study_mod.run_study("cosface", trials=2, epochs=1, out=tmp_path / "x", budget=0)
+
+
 def test_a_study_writes_csv_figures_summary_and_best_config(tmp_path, stub):
     out = tmp_path / "s"
     summary = study_mod.run_study("cosface", trials=6, epochs=2, out=out, pruner="none")

@@ -40,6 +40,24 @@ def test_the_plan_gives_each_seed_budget_over_trial_cost_trials(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
+def test_with_a_pruner_the_study_runs_until_the_budget_and_keeps_categorical_choices(tmp_path):
+    spec, = tuning_mod.plan_tuned(["digits"], ["schedule_cosface"], [0], tmp_path,
+                                  {"epochs": 3}, 20, pruner="hyperband")
+    # trials end early, so the budget (not floor(B / (E x M)) trials) ends the study
+    assert (spec.trials, spec.budget, spec.pruner) == (20, 20, "hyperband")
+    assert spec.label == "schedule_cosface (tuned, hyperband, 20 cand-epochs)"
+    tables = spec.study_tables()
+    assert tables["m_shape"] == {"target": "controller.curve.m.shape", "type": "categorical",
+                                 "choices": ["linear", "cosine", "step"]}
+    assert tables["s_end"]["low"] == 2.0 and tables["s_end"]["log"] is True
+    spec.out.mkdir(parents=True)
+    written = config_mod.load(tuning_mod.write_space(spec))  # read back: every table valid
+    assert written["study"]["params"]["s_shape"]["choices"] == ["log_linear", "cosine", "step"]
+    with pytest.raises(ValueError, match="--tune-pruner must be one of none, median"):
+        tuning_mod.plan_tuned(["digits"], ["cosface"], [0], tmp_path, {"epochs": 3}, 20,
+                              pruner="asha")
+
+
 @pytest.mark.parametrize("spaces,budget,match", [
     (["search_softmax"], 12, r"is a search"),
     (["softmax"], 12, r"nothing to study"),
@@ -102,7 +120,7 @@ def test_a_tuned_baseline_is_chosen_on_validation_and_counts_its_trials(tuned):
     frame = pd.read_csv(out / "runs.csv")                 # the trials are not runs
     assert sorted(frame["method"]) == sorted(["softmax", label])
     assert json.loads((out / "compare.json").read_text())["tuned"] == {
-        "spaces": ["cosface"], "budget": 2}
+        "spaces": ["cosface"], "budget": 2, "pruner": "none"}
 
 
 def test_a_second_compare_skips_the_tuned_runs_and_other_settings_are_refused(tuned):

@@ -49,6 +49,7 @@ def compare(benchmarks: Sequence[str], spaces: str | Sequence[str] = DEFAULT_SPA
             force: bool = False, test_benchmarks: Sequence[str] | None = None,
             runs_dir: str | os.PathLike = "runs",
             tuned: str | Sequence[str] = (), tune_budget: int | None = None,
+            tune_pruner: str = "none",
             progress: Callable[[CompareProgress], None] | None = None) -> dict[str, Any]:
     """Run every method x seed x benchmark (complete runs are skipped, interrupted ones resumed),
     then write runs.csv, table.csv, table.md and compare.json in `out`.
@@ -83,6 +84,7 @@ def compare(benchmarks: Sequence[str], spaces: str | Sequence[str] = DEFAULT_SPA
             raise ValueError("--tuned needs a budget: a searched method in --spaces (its "
                              "epochs x candidates) or --tune-budget N (candidate-epochs)")
         specs += tuning.plan_tuned(benchmarks, tuned, seed_list, out, overrides, tune_budget,
+                                   pruner=tune_pruner,
                                    searched=compared)
     created = not out.exists()
     paths.make_folder(out)  # an --out that cannot be created is refused before any run
@@ -115,7 +117,8 @@ def compare(benchmarks: Sequence[str], spaces: str | Sequence[str] = DEFAULT_SPA
         files = write_tables(out, runs, summary, tests)
         settings = {"benchmarks": benchmarks, "spaces": spaces, "seeds": seed_list,
                     "overrides": overrides, "metric": metric,
-                    "tuned": {"spaces": tuned, "budget": tune_budget} if tuned else None,
+                    "tuned": {"spaces": tuned, "budget": tune_budget, "pruner": tune_pruner}
+                    if tuned else None,
                     "runs": [{"benchmark": s.benchmark,
                               "method": getattr(s, "label", s.method), "seed": s.seed,
                               "space": s.space, "dir": str(s.out.relative_to(out))} for s in specs]}

@@ -216,8 +216,13 @@ def run_study(space: str | os.PathLike, *, trials: int, benchmark: str | None = 
               pruner: str | None = None, runs_dir: str | os.PathLike = "runs",
               progress: Callable[[StudyEvent], None] | None = None,
               candidates: int | None = None, first_trial_at_file_values: bool = False,
-              ) -> dict[str, Any]:
+              budget: int | None = None) -> dict[str, Any]:
     """Run (or continue) an Optuna study over a search space until `trials` trials are finished.
+
+    budget = B candidate-epochs: besides the trial count, the study stops once its trials have
+    spent B (pruned ones count the epochs they ran); a trial that would pass B is stopped at it
+    (state PRUNED, "budget"), so the study never spends more than B:
+        spent = Σ_trials candidate_epochs ≤ B.
 
     Returns the summary written to <out>/study.json. Several processes may call this at once
     with the same storage and study name; each takes trials until the study has `trials`
@@ -232,6 +237,9 @@ def run_study(space: str | os.PathLike, *, trials: int, benchmark: str | None = 
         raise ValueError(f"--trials must be an integer >= 1 (got {trials!r})")
     if pruner is not None and pruner not in PRUNERS:
         raise ValueError(f"--pruner must be one of {', '.join(PRUNERS)} (got {pruner!r})")
+    if budget is not None and (not isinstance(budget, int) or isinstance(budget, bool)
+                               or budget < 1):
+        raise ValueError(f"--budget must be an integer >= 1 (candidate-epochs; got {budget!r})")
     config = config_mod.resolve(config_mod.load(space), benchmark=benchmark, epochs=epochs,
                                 model=model, seed=seed, device=device, threads=threads,
                                 candidates=candidates)
@@ -275,6 +283,12 @@ def run_study(space: str | os.PathLike, *, trials: int, benchmark: str | None = 
 
     current: dict[str, Any] = {}
 
+    def spent() -> int:
+        """Candidate-epochs of the study's finished trials (every worker's)."""
+        return sum(int(t.user_attrs.get("candidate_epochs", 0))
+                   for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,
+                                                                     TrialState.PRUNED)))
+
     def emit(event: StudyEvent) -> None:
         if progress is not None:
             progress(event)
@@ -294,6 +308,7 @@ def run_study(space: str | os.PathLike, *, trials: int, benchmark: str | None = 
         trial.set_user_attr("run_dir", str(run_dir.resolve()))
         emit(StudyEvent("trial_start", trial.number, dict(values),
                         finished=_count(study, FINISHED), target=trials))
+        left = None if budget is None else budget - spent()  # candidate-epochs this trial may use
 
         def on_progress(event: Any) -> None:
             if event.kind != "epoch":
@@ -304,15 +319,18 @@ def run_study(space: str | os.PathLike, *, trials: int, benchmark: str | None = 
                     trial.report(float(event.reward), event.epoch)
             emit(StudyEvent("epoch", trial.number, dict(values), epoch=event.epoch,
                             epochs=event.epochs, value=float(event.reward), target=trials))
+            used = (event.epoch + 1) * trial_config["controller"]["candidates"]
+            over = left is not None and not last and \
+                used + trial_config["controller"]["candidates"] > left
             with shield.writing():
-                prune = not last and trial.should_prune()
+                prune = not last and (over or trial.should_prune())
             if prune:  # the candidate-epochs it spent, to compare studies at equal compute
                 with shield.writing():
-                    trial.set_user_attr("candidate_epochs",
-                                        (event.epoch + 1) * trial_config["controller"]["candidates"])
+                    trial.set_user_attr("candidate_epochs", used)
+                why = (f"the study's budget of {budget} candidate-epochs is spent" if over else
+                       f"pruned by the {settings['pruner']} pruner")
                 raise optuna.TrialPruned(f"epoch {event.epoch + 1}/{event.epochs}: validation "
-                                         f"reward {event.reward:.4f} pruned by the "
-                                         f"{settings['pruner']} pruner")
+                                         f"reward {event.reward:.4f} {why}")
 
         with shield.training():
             results = Search(trial_config, run_dir, on_progress).run()
@@ -336,8 +354,12 @@ def run_study(space: str | os.PathLike, *, trials: int, benchmark: str | None = 
         # the global cap: stop once finished + running trials (of every worker) reach it
         if _count(study, ("COMPLETE", "PRUNED", "RUNNING")) >= trials:
             study.stop()
+        if budget is not None and spent() >= budget:
+            study.stop()
 
     remaining = trials - _count(study, ("COMPLETE", "PRUNED", "RUNNING"))
+    if budget is not None and spent() >= budget:
+        remaining = 0
     t0 = time.perf_counter()
     shield = InterruptShield()
     try:
@@ -359,5 +381,6 @@ def run_study(space: str | os.PathLike, *, trials: int, benchmark: str | None = 
         raise
     summary = export(study, folder, config, params, settings, label, trials)
     summary["recovered_trials"] = recovered
+    summary["budget"] = budget
     summary["seconds_this_worker"] = round(time.perf_counter() - t0, 3)
     return summary

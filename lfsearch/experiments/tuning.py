@@ -15,6 +15,11 @@ study (lfsearch.experiments.study) within the candidate-epoch budget a search ge
     per seed k:  study of n trials, every trial at run seed k (its sampler seeded by k too),
                  first trial at the file's own values, no pruner (each trial costs E × M);
                  the best trial by FINAL VALIDATION REWARD is the method's run for seed k.
+    --tune-pruner P (median, successive_halving, hyperband): trials are pruned on their
+                 validation curve, so more of them fit: the study runs trials until they have
+                 spent B candidate-epochs (pruned trials count the epochs they ran, the last
+                 one stops at B), and the best COMPLETE trial is the run. This is how a
+                 whole-run schedule space (schedule_cosface) is searched at a search's budget.
 
 The test split never steers anything: the study maximises the validation reward; the test
 metric of the chosen trial is what every trial's run measured at its end anyway. The chosen
@@ -60,13 +65,16 @@ class TunedSpec:
     trials: int
     budget: int      # candidate-epochs of all trials: trials x epochs x candidates
     out: Path
-    # the study's [study.params]: (name, target, low, high, log, type), widened to the searches'
-    bounds: tuple[tuple[str, str, float, float, bool, str], ...] = ()
+    # the study's [study.params]: (name, target, low, high, log, type, choices), widened to
+    # the searches' ranges (choices: a categorical parameter's values, else None)
+    bounds: tuple[tuple[str, str, float, float, bool, str, tuple | None], ...] = ()
+    pruner: str = "none"  # with a pruner, `trials` is a cap and `budget` ends the study
 
     def study_tables(self) -> dict[str, dict[str, Any]]:
         """The [study.params] tables of the tuned space file."""
-        return {n: {"target": tg, "low": lo, "high": hi, "log": lg, "type": ty}
-                for n, tg, lo, hi, lg, ty in self.bounds}
+        return {n: ({"target": tg, "type": ty, "choices": list(ch)} if ty == "categorical" else
+                    {"target": tg, "low": lo, "high": hi, "log": lg, "type": ty})
+                for n, tg, lo, hi, lg, ty, ch in self.bounds}
 
 
 def search_budget(configs: list[dict[str, Any]]) -> int | None:
@@ -98,7 +106,7 @@ def searched_ranges(configs: list[dict[str, Any]]) -> dict[str, tuple[float, flo
 
 
 def tuned_bounds(cfg: dict[str, Any], ranges: dict[str, tuple[float, float]],
-                 ) -> tuple[tuple[str, str, float, float, bool, str], ...]:
+                 ) -> tuple[tuple[str, str, float, float, bool, str, tuple | None], ...]:
     """The fixed method's studied values (study_section.study_params), each widened to contain
     the searched range of the same name: [min(low, searched low), max(high, searched high)]
     (a log-scaled value keeps its own low where the searched one is <= 0)."""
@@ -109,17 +117,20 @@ def tuned_bounds(cfg: dict[str, Any], ranges: dict[str, tuple[float, float]],
             s_low, s_high = ranges[p.name]
             low = min(low, s_low) if (s_low > 0 or not p.log) else low
             high = max(high, s_high)
-        out.append((p.name, p.target, float(low), float(high), bool(p.log), p.type))
+        out.append((p.name, p.target, float(low), float(high), bool(p.log), p.type,
+                    None if p.choices is None else tuple(p.choices)))
     return tuple(out)
 
 
-def label(method: str, budget: int) -> str:
-    return f"{method} (tuned, {budget} cand-epochs)"
+def label(method: str, budget: int, pruner: str = "none") -> str:
+    how = "" if pruner == "none" else f"{pruner}, "
+    return f"{method} (tuned, {how}{budget} cand-epochs)"
 
 
 def plan_tuned(benchmarks: list[str], spaces: list[str], seeds: list[int], out: Path,
                overrides: dict[str, Any], budget: int,
-               searched: list[dict[str, Any]] | None = None) -> list[TunedSpec]:
+               searched: list[dict[str, Any]] | None = None,
+               pruner: str = "none") -> list[TunedSpec]:
     """Every (benchmark, tuned method, seed), validated before anything is trained.
     searched: the compared configurations whose searched ranges the study bounds contain
     (None or none searched: the bundled FALLBACK_SEARCHES)."""
@@ -130,6 +141,9 @@ def plan_tuned(benchmarks: list[str], spaces: list[str], seeds: list[int], out: 
 
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
         raise ValueError(f"--tune-budget must be an integer >= 1 (candidate-epochs); got {budget!r}")
+    if pruner not in ("none", *study_mod.PRUNERS):
+        raise ValueError(f"--tune-pruner must be one of none, {', '.join(study_mod.PRUNERS)} "
+                         f"(got {pruner!r})")
     specs, seen = [], set()
     for space in spaces:
         cfg = config_mod.resolve(config_mod.load(space), **overrides)
@@ -149,11 +163,13 @@ def plan_tuned(benchmarks: list[str], spaces: list[str], seeds: list[int], out: 
                              f"trial of {per_trial} candidate-epochs (epochs x candidates); "
                              "allowed: a budget >= one trial")
         used = trials * per_trial
+        if pruner != "none":  # trials end early: as many as the budget holds, one epoch each
+            trials, used = budget // cfg["controller"]["candidates"], budget
         for bench in benchmarks:
             for seed in seeds:
-                specs.append(TunedSpec(space, method, label(method, used), bench, seed, trials,
-                                       used, out / run_plan.safe_name(bench) / f"{method}-tuned"
-                                       / f"seed{seed}", bounds))
+                specs.append(TunedSpec(space, method, label(method, used, pruner), bench, seed,
+                                       trials, used, out / run_plan.safe_name(bench)
+                                       / f"{method}-tuned" / f"seed{seed}", bounds, pruner))
     return specs
 
 
@@ -198,6 +214,8 @@ def run_tuned(spec: TunedSpec, overrides: dict[str, Any], *, force: bool = False
         diffs = [d for d in run_plan._config_differences(want, have["config"]) if d != "run.device"]
         if have.get("trials") != spec.trials:
             diffs.append("trials")
+        if have.get("pruner", "none") != spec.pruner:
+            diffs.append("pruner")
         if diffs:
             raise ValueError(f"{spec.out} holds a tuned run with a different configuration "
                              f"({', '.join(diffs[:5])}); use another --out, or --force to redo it")
@@ -207,7 +225,8 @@ def run_tuned(spec: TunedSpec, overrides: dict[str, Any], *, force: bool = False
     space = write_space(spec)
     summary = study_mod.run_study(
         space, trials=spec.trials, benchmark=spec.benchmark, seed=spec.seed,
-        out=spec.out / TUNING_DIR, pruner="none", progress=progress,
+        out=spec.out / TUNING_DIR, pruner=spec.pruner, progress=progress,
+        budget=None if spec.pruner == "none" else spec.budget,
         first_trial_at_file_values=True, study_name=f"{spec.method}-tuned-seed{spec.seed}",
         **{k: v for k, v in overrides.items()
            if k in ("epochs", "model", "device", "threads", "candidates")})
@@ -259,12 +278,15 @@ def _write_chosen_run(spec: TunedSpec, base: dict[str, Any], summary: dict[str, 
             tmp.replace(dst / name)
     config = config_mod.load(src / "config.toml")
     config["method"] = {"name": spec.label, "description": (
-        f"{spec.method} tuned by an Optuna study of {spec.trials} trials ({spent} "
-        f"candidate-epochs) on the validation reward; best trial {best['number']}: "
-        + ", ".join(f"{k} = {v:.6g}" for k, v in best["params"].items()))}
+        f"{spec.method} tuned by an Optuna study of {len(trials)} trials ({spent} "
+        f"candidate-epochs{'' if spec.pruner == 'none' else ', ' + spec.pruner + ' pruner'}) "
+        f"on the validation reward; best trial {best['number']}: "
+        + ", ".join(f"{k} = {v}" if isinstance(v, str) else f"{k} = {v:.6g}"
+                    for k, v in best["params"].items()))}
     config_mod.dump(config, dst / "config.toml")
     record = {"method": spec.method, "label": spec.label, "benchmark": spec.benchmark,
               "seed": spec.seed, "trials": spec.trials, "budget": spec.budget,
+              "pruner": spec.pruner, "trials_run": len(trials),
               "candidate_epochs": spent, "best_trial": best["number"],
               "best_validation_reward": best["value"], "best_params": best["params"],
               "objective": "final validation reward (the test split never steers the study)",
