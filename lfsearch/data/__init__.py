@@ -154,7 +154,7 @@ _KINDS: dict[str, tuple[Callable[..., Benchmark], bool, set[str]]] = {
     "rec": (load_rec, True, _IMAGE_OPTIONS | _STREAM_OPTIONS | {"val", "test", "pairs"}),
     "lfw": (load_lfw, True, _IMAGE_OPTIONS | {"pairs_file"}),
     "bin": (load_bin, True, _IMAGE_OPTIONS),
-    "ijb": (load_ijb, True, _IMAGE_OPTIONS | {"target"}),
+    "ijb": (load_ijb, True, _IMAGE_OPTIONS | {"target", "align"}),
     "ident": (load_ident, True, _IMAGE_OPTIONS | {"distractors", "distractor_counts", "gallery"}),
 }
 # kinds of face images: flip test-time augmentation on by default (option flip=yes|no)
