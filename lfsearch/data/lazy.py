@@ -79,14 +79,7 @@ class LazyImages:
                 out[j] = self._decode(k)
         return torch.from_numpy(out).to(self.device)
 
-    def to(self, device: str | torch.device) -> "LazyImages":
+    def to(self, device: str | torch.device) -> LazyImages:
         """The same images, decoded onto `device`."""
         return LazyImages(self.source, self.items, self.size, self.channels, self.crop,
                           self.landmarks, device)
-
-    def subset(self, keep) -> "LazyImages":
-        """The images at rows `keep` (indices or a bool mask), in that order."""
-        keep = np.asarray(keep)
-        rows = np.flatnonzero(keep) if keep.dtype == bool else keep.astype(np.int64)
-        return LazyImages(self.source, self.items[rows], self.size, self.channels, self.crop,
-                          None if self.landmarks is None else self.landmarks[rows], self.device)

@@ -14,6 +14,7 @@ the distractors the split holds; rank1@d=0 is plain closed-gallery rank-1.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -42,11 +43,13 @@ def rank1_with_distractors(probes: Tensor, probe_labels: Tensor, gallery: Tensor
     if isinstance(distractors, Tensor):
         table = distractors
         m = int(table.shape[0])
-        distractors = lambda start, stop: table[start:stop]  # noqa: E731
+
+        def read(start: int, stop: int) -> Tensor:
+            return table[start:stop]
     elif total is None:
         raise ValueError("rank1_with_distractors: give total (M) with a distractor function")
     else:
-        m = int(total)
+        read, m = distractors, int(total)
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1; got {chunk}")
     sim_g = p @ g.T
@@ -61,10 +64,10 @@ def rank1_with_distractors(probes: Tensor, probe_labels: Tensor, gallery: Tensor
     out["rank1@d=0"] = float(hit.float().mean())
     for start in range(0, m, chunk):
         stop = min(m, start + chunk)
-        d = distractors(start, stop).float().to(p.device)
+        d = read(start, stop).float().to(p.device)
         d = F.normalize(d, dim=1)
         cuts = [start, *(n for n in wanted if start < n < stop), stop]
-        for lo, hi in zip(cuts, cuts[1:]):
+        for lo, hi in itertools.pairwise(cuts):
             running = torch.maximum(running, (p @ d[lo - start:hi - start].T).max(1).values)
             if hi in wanted:
                 out[f"rank1@d={hi}"] = float((hit & (best_g >= running)).float().mean())
