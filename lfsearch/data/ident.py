@@ -135,7 +135,7 @@ def load_ident(path: Path, *, rng: np.random.Generator, size=None, crop=None, ch
             raise ValueError(f"option distractor_counts: {counts[-1]} is more than the "
                              f"{len(keep)} distractors in {distractors} left after dropping "
                              f"{len(dropped)} byte-identical to probe or gallery images")
-        if not keep.size:
+        if dropped and not keep.size:
             raise ValueError(f"ident: every distractor in {distractors} is a probe or gallery "
                              f"image of {path}\n{LAYOUT}")
         counts = counts or default_counts(len(keep))
