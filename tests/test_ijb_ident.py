@@ -7,6 +7,7 @@ computation of the protocol."""
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import math
 import shutil
@@ -506,3 +507,22 @@ def test_evaluate_refuses_distractors_from_the_runs_validation_split(run_dir, se
     assert cli_main(["evaluate", str(run_dir), "--benchmark", spec]) == 2
     err = capsys.readouterr().err.strip()
     assert "shares 3 of its images with the val split" in err and len(err.splitlines()) == 1
+
+
+def test_lazy_images_read_a_rec_serially_and_decode_on_threads(tmp_path):
+    # 70 records (a slice of 64 or more decodes on threads): the slice equals image by image
+    from lfsearch.data.ident import distractor_source
+    from lfsearch.data.recordio import IRHeader, RecordWriter
+
+    rng = np.random.default_rng(0)
+    writer = RecordWriter(tmp_path / "d.rec", tmp_path / "d.idx")
+    for k in range(70):
+        blob = io.BytesIO()
+        Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(blob, "PNG")
+        writer.write(k, IRHeader(0, float(k), k, 0), blob.getvalue())
+    writer.commit()
+    lazy = LazyImages(distractor_source(tmp_path / "d.rec"), np.arange(70)[::-1], (8, 8), 1)
+    whole = lazy[0:70]
+    assert whole.shape == (70, 1, 8, 8) and whole.dtype == torch.uint8
+    assert torch.equal(whole, torch.stack([lazy[k] for k in range(70)]))
+    assert not torch.equal(whole[0], whole[1])

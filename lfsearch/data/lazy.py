@@ -53,30 +53,33 @@ class LazyImages:
     def name(self, k: int) -> str:
         return self.source.name(int(self.items[k]))
 
-    def _decode(self, k: int) -> np.ndarray:
-        i = int(self.items[k])
-        return decode_one(self.source.read(i), self.source.name(i), size=self.size,
-                          crop=self.crop, channels=self.channels,
+    def _decode(self, k: int, encoded: bytes) -> np.ndarray:
+        return decode_one(encoded, self.name(k), size=self.size, crop=self.crop,
+                          channels=self.channels,
                           landmarks=None if self.landmarks is None else self.landmarks[k])
 
     def __getitem__(self, index) -> Tensor:
-        """Rows `index` (a slice, or one int for one (C, H, W) image) decoded, on the device."""
+        """Rows `index` (a slice, or one int for one (C, H, W) image) decoded, on the device.
+        The encoded bytes are read here one after the other (a .rec handle is not shared
+        between threads); a slice of 64 or more is then decoded on threads."""
         if isinstance(index, (int, np.integer)):
             k = range(len(self))[int(index)]
-            return torch.from_numpy(self._decode(k)).to(self.device)
+            image = self._decode(k, self.source.read(int(self.items[k])))
+            return torch.from_numpy(np.ascontiguousarray(image)).to(self.device)
         if not isinstance(index, slice):
             raise TypeError(f"LazyImages takes a slice or an int index; got {type(index).__name__}")
         rows = range(len(self))[index]
+        encoded = [self.source.read(int(self.items[k])) for k in rows]
         out = np.empty((len(rows), self.channels, *self.size), np.uint8)
         threads = min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                       else os.cpu_count() or 1)
         if len(rows) >= _THREADED_FROM and threads > 1:
             with ThreadPoolExecutor(threads) as pool:
-                for j, img in enumerate(pool.map(self._decode, rows)):
+                for j, img in enumerate(pool.map(self._decode, rows, encoded)):
                     out[j] = img
         else:
             for j, k in enumerate(rows):
-                out[j] = self._decode(k)
+                out[j] = self._decode(k, encoded[j])
         return torch.from_numpy(out).to(self.device)
 
     def to(self, device: str | torch.device) -> LazyImages:
