@@ -65,7 +65,7 @@ class LazyImages:
         if isinstance(index, (int, np.integer)):
             k = range(len(self))[int(index)]
             image = self._decode(k, self.source.read(int(self.items[k])))
-            return torch.from_numpy(np.ascontiguousarray(image)).to(self.device)
+            return torch.from_numpy(np.array(image)).to(self.device)  # a writable copy
         if not isinstance(index, slice):
             raise TypeError(f"LazyImages takes a slice or an int index; got {type(index).__name__}")
         rows = range(len(self))[index]
