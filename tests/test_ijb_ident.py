@@ -6,8 +6,11 @@ computation of the protocol."""
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +21,8 @@ from PIL import Image
 
 from lfsearch import data, models
 from lfsearch.cli import main as cli_main
+from lfsearch.data import alignment
+from lfsearch.data.lazy import LazyImages
 from lfsearch.evaluation import identification, ijb
 from lfsearch.report import writer
 from lfsearch.search import config as config_mod
@@ -67,7 +72,7 @@ def write_ijb(root: Path, images=IJB_IMAGES, prefix="ijbc", identity=IDENTITY) -
 
 def test_ijb_template_features_and_tar_match_the_hand_worked_example(tmp_path):
     write_ijb(tmp_path / "IJBC")
-    bench = data.load(f"ijb:{tmp_path / 'IJBC'}")
+    bench = data.load(f"ijb:{tmp_path / 'IJBC'}?align=no")  # solid 4x4 crops
     split = bench.test
     assert split.protocol == "templates" and bench.train is None and split.images.shape[0] == 9
     # By hand (flip doubles every embedding; scores weight it; media mean; template sum):
@@ -129,7 +134,7 @@ def test_ijb_loader_refuses_bad_layouts(tmp_path):
     with pytest.raises(ValueError, match="target='x': allowed values ijbb, ijbc"):
         data.load(f"ijb:{tmp_path / 'b'}?target=x")
     write_ijb(tmp_path / "c", prefix="ijbb")
-    assert data.load(f"ijb:{tmp_path / 'c'}?target=ijbb").test.pairs.shape == (15, 2)
+    assert data.load(f"ijb:{tmp_path / 'c'}?target=ijbb&align=no").test.pairs.shape == (15, 2)
 
 
 def write_ident(root: Path) -> None:
@@ -228,7 +233,7 @@ def write_digit_sets(root: Path) -> None:
 def sets(tmp_path_factory) -> dict[str, str]:
     root = tmp_path_factory.mktemp("sets")
     write_digit_sets(root)
-    return {"ijb": f"ijb:{root / 'ijb'}?channels=1&size=8x8",
+    return {"ijb": f"ijb:{root / 'ijb'}?channels=1&size=8x8&align=no",
             "ident": f"ident:{root / 'people'}?channels=1&size=8x8&distractors="
                      f"{root / 'distractors'}&distractor_counts=5,15",
             "root": str(root)}
@@ -338,3 +343,186 @@ def test_distractors_may_not_be_the_training_data_and_ijb_is_no_validation_set(t
         pytest.fail("softmax.toml has no [reward] validation list to extend")
     with pytest.raises(ValueError, match="templates benchmark, for \\[test\\] benchmarks"):
         search(space, epochs=1, device="cpu", out=tmp_path / "run")
+
+
+# ------------------------------------------- 5-point alignment, chunked reading, distractors
+def _similarity(angle_deg: float, scale: float) -> np.ndarray:
+    a = math.radians(angle_deg)
+    return scale * np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
+
+
+def test_similarity_transform_recovers_rotation_scale_and_shift():
+    src = alignment.ARCFACE_TEMPLATE
+    cr, t = _similarity(25.0, 1.7), np.array([12.5, -7.25])
+    dst = src @ cr.T + t
+    m = alignment.similarity_transform(src, dst)
+    assert np.allclose(m[:, :2], cr, atol=1e-9) and np.allclose(m[:, 2], t, atol=1e-9)
+    # the inverse direction: scale 1/1.7, angle -25 degrees
+    back = alignment.similarity_transform(dst, src)
+    assert np.allclose(back[:, :2], _similarity(-25.0, 1 / 1.7), atol=1e-9)
+    # least squares: a mirror image is fitted by a rotation, never a reflection
+    assert np.linalg.det(alignment.similarity_transform(src, src * [-1, 1])[:, :2]) > 0
+    with pytest.raises(ValueError, match="coincide"):
+        alignment.similarity_transform(np.ones((5, 2)), src)
+
+
+def _blob(shape, centre, sigma=3.0) -> np.ndarray:
+    yy, xx = np.indices(shape)
+    return np.exp(-((xx - centre[0]) ** 2 + (yy - centre[1]) ** 2) / (2 * sigma ** 2))
+
+
+def _centroid(channel: np.ndarray) -> tuple[float, float]:
+    w = channel.astype(np.float64)
+    w = np.where(w > 0.1 * w.max(), w, 0)
+    yy, xx = np.indices(w.shape)
+    return float((w * xx).sum() / w.sum()), float((w * yy).sum() / w.sum())
+
+
+def test_align_puts_a_landmark_dot_on_the_template_point():
+    # a face 1.6x the template's size, turned by 20 degrees, shifted by (70, 40) in a 240x260
+    # (WxH) image: landmarks L = A·T + u; bright blobs at the left eye (red) and the right
+    # mouth corner (green)
+    a, u = _similarity(20.0, 1.6), np.array([70.0, 40.0])
+    lm = alignment.ARCFACE_TEMPLATE @ a.T + u
+    img = np.zeros((260, 240, 3), np.uint8)
+    img[..., 0] = np.round(255 * _blob((260, 240), lm[0], sigma=4.0))
+    img[..., 1] = np.round(255 * _blob((260, 240), lm[4], sigma=4.0))
+    out = np.asarray(alignment.align(Image.fromarray(img), lm))
+    assert out.shape == (112, 112, 3)
+    for channel, k in ((0, 0), (1, 4)):
+        x, y = _centroid(out[..., channel])
+        tx, ty = alignment.ARCFACE_TEMPLATE[k]
+        # (Pillow's pixel-centre convention left unshifted puts it 0.3 px off)
+        assert abs(x - tx) < 0.1 and abs(y - ty) < 0.1, (channel, x, y)
+        assert np.unravel_index(out[..., channel].argmax(), (112, 112)) == (round(ty), round(tx))
+
+
+def write_unaligned(root: Path, seed: int = 0) -> None:
+    """The hand-worked IJB set as 240x240 loose crops: each face (a solid square, black
+    around it) turned, scaled and placed at random, its 5 landmarks written where the
+    template's points fall; aligned, every crop is the solid colour again."""
+    from PIL import ImageDraw
+
+    write_ijb(root)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for name, rgb, _, _, score in IJB_IMAGES:
+        a = _similarity(rng.uniform(-30, 30), rng.uniform(0.9, 1.2))
+        u = np.array([120.0, 120.0]) - a @ np.array([55.5, 55.5]) + rng.uniform(-8, 8, 2)
+        lm = alignment.ARCFACE_TEMPLATE @ a.T + u
+        corners = np.array([[0, 0], [111, 0], [111, 111], [0, 111]], float) @ a.T + u
+        middle = corners.mean(0)
+        corners = middle + (corners - middle) * (1 + 4 / np.linalg.norm(corners[0] - middle))
+        img = Image.new("RGB", (240, 240))
+        ImageDraw.Draw(img).polygon([tuple(p) for p in corners], fill=rgb)
+        img.save(root / "loose_crop" / name)
+        rows.append(" ".join([name, *(f"{v:.6f}" for v in lm.reshape(-1)), str(score)]))
+    (root / "meta" / "ijbc_name_5pts_score.txt").write_text("\n".join(rows) + "\n")
+
+
+def test_ijb_aligns_loose_crops_by_their_landmarks(tmp_path):
+    write_unaligned(tmp_path / "IJBC")
+    bench = data.load(f"ijb:{tmp_path / 'IJBC'}")  # align=yes is the default
+    split = bench.test
+    assert bench.image_size == (112, 112) and isinstance(split.images, LazyImages)
+    first = split.images[0:2]
+    assert first.shape == (2, 3, 112, 112)
+    assert (first[0] == torch.tensor([200, 0, 0], dtype=torch.uint8)[:, None, None]).all()
+    # aligned, the crops are the solid colours of the hand-worked example: the same metrics
+    out = ijb.evaluate_templates(Colour(), split, far_targets=(0.1, 0.3, 0.5))
+    assert out["tar@far=1e-1"] == 0.0 and out["tar@far=3e-1"] == pytest.approx(0.25)
+    assert out["tar@far=5e-1"] == pytest.approx(0.5) and out["roc_auc"] == pytest.approx(0.5)
+    # used as they are, the black around each face changes the features
+    plain = ijb.evaluate_templates(Colour(), data.load(f"ijb:{tmp_path / 'IJBC'}?align=no").test,
+                                   far_targets=(0.5,))
+    assert plain["threshold@far=5e-1"] != pytest.approx(out["threshold@far=5e-1"])
+    with pytest.raises(ValueError, match="option align='maybe': allowed values yes"):
+        data.load(f"ijb:{tmp_path / 'IJBC'}?align=maybe")
+    write_ijb(tmp_path / "flat")  # every landmark at (38.5, 38.5)
+    with pytest.raises(ValueError, match="landmarks of 9 image.*coincide.*align: allowed"):
+        data.load(f"ijb:{tmp_path / 'flat'}")
+
+
+class Reads(LazyImages):
+    """LazyImages that note how many images each read decodes."""
+
+    def __init__(self, lazy: LazyImages, log: list[int]):
+        super().__init__(lazy.source, lazy.items, lazy.size, lazy.channels, lazy.crop,
+                         lazy.landmarks, lazy.device)
+        self.log = log
+
+    def __getitem__(self, index):
+        out = super().__getitem__(index)
+        self.log.append(int(out.shape[0]))
+        return out
+
+
+def test_chunked_evaluation_reads_a_chunk_at_a_time_and_gives_the_same_metrics(sets):
+    torch.manual_seed(0)
+    model = models.build("digits_net", embedding_size=16, in_channels=1, image_size=(8, 8))
+    split = data.load(sets["ijb"]).test
+    reads: list[int] = []
+    chunked = dataclasses.replace(split, images=Reads(split.images, reads))
+    in_memory = dataclasses.replace(split, images=split.images[0:len(split)])
+    assert isinstance(in_memory.images, torch.Tensor)
+    a = ijb.evaluate_templates(model, chunked, chunk=3, batch_size=3)
+    b = ijb.evaluate_templates(model, in_memory, chunk=None, batch_size=3)
+    assert max(reads) == 3 and sum(reads) == len(split)
+    assert a == pytest.approx(b, nan_ok=True, rel=0, abs=0)
+    split = data.load(sets["ident"], seed=2).test
+    reads.clear()
+    chunked = dataclasses.replace(split, distractors=Reads(split.distractors, reads))
+    in_memory = dataclasses.replace(split, distractors=split.distractors[0:15])
+    a = identification.evaluate_identification(model, chunked, chunk=3, batch_size=3)
+    b = identification.evaluate_identification(model, in_memory, chunk=None, batch_size=3)
+    assert max(reads) == 3 and sum(reads) == 15
+    assert a == b and set(a) >= {"rank1@d=5", "rank1@d=15"}
+
+
+def test_distractors_that_are_probe_or_gallery_images_are_dropped(tmp_path, caplog):
+    write_ident(tmp_path)
+    dist = tmp_path / "distractors"
+    shutil.copy(tmp_path / "people" / "A" / "2.png", dist / "copy_of_a_probe.png")
+    shutil.copy(tmp_path / "people" / "C" / "1.png", dist / "sub" / "gallery.png")
+    spec = f"ident:{tmp_path / 'people'}?distractors={dist}"
+    with caplog.at_level("WARNING", logger="lfsearch.data.ident"):
+        split = data.load(spec, seed=0).test
+    assert "dropped 2 distractor(s) byte-identical to a probe or gallery image" in caplog.text
+    names = [Path(split.distractors.name(k)).name for k in range(len(split.distractors))]
+    assert sorted(names) == ["d1.png", "d2.png", "d3.png"] and split.counts == (3,)
+    with pytest.raises(ValueError, match="distractor_counts: 4 is more than the 3 distractors"
+                                         ".* left after dropping 2"):
+        data.load(spec + "&distractor_counts=4", seed=0)
+
+
+def test_evaluate_refuses_distractors_from_the_runs_validation_split(run_dir, sets, tmp_path,
+                                                                     capsys):
+    # the run (digits, seed 2) was rewarded on digits' validation split: three of its images
+    # among the distractors make the benchmark refused, exit 2 with a one-line error
+    val = data.load("digits", seed=2).val.images[:3]
+    (tmp_path / "d").mkdir()
+    for k, image in enumerate(val):
+        Image.fromarray(image[0].numpy()).save(tmp_path / "d" / f"{k}.png")
+    spec = (f"ident:{sets['root']}/people?channels=1&size=8x8&distractors={tmp_path / 'd'}")
+    assert cli_main(["evaluate", str(run_dir), "--benchmark", spec]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "shares 3 of its images with the val split" in err and len(err.splitlines()) == 1
+
+
+def test_lazy_images_read_a_rec_serially_and_decode_on_threads(tmp_path):
+    # 70 records (a slice of 64 or more decodes on threads): the slice equals image by image
+    from lfsearch.data.ident import distractor_source
+    from lfsearch.data.recordio import IRHeader, RecordWriter
+
+    rng = np.random.default_rng(0)
+    writer = RecordWriter(tmp_path / "d.rec", tmp_path / "d.idx")
+    for k in range(70):
+        blob = io.BytesIO()
+        Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(blob, "PNG")
+        writer.write(k, IRHeader(0, float(k), k, 0), blob.getvalue())
+    writer.commit()
+    lazy = LazyImages(distractor_source(tmp_path / "d.rec"), np.arange(70)[::-1], (8, 8), 1)
+    whole = lazy[0:70]
+    assert whole.shape == (70, 1, 8, 8) and whole.dtype == torch.uint8
+    assert torch.equal(whole, torch.stack([lazy[k] for k in range(70)]))
+    assert not torch.equal(whole[0], whole[1])

@@ -42,7 +42,8 @@ rec:FILE           insightface RecordIO training set (FILE = train.rec, with tra
 bin:FILE           insightface verification .bin (pickle of encoded images and is-same flags;
                    LFW, CFP-FP, AgeDB-30, CALFW, CPLFW); evaluation only, as lfw.
 ijb:DIR            IJB-B / IJB-C 1:1 template verification in insightface's layout (meta/ and
-                   loose_crop/; data/ijb.py); evaluation only (`target=ijbb|ijbc`).
+                   loose_crop/; data/ijb.py); evaluation only (`target=ijbb|ijbc`,
+                   `align=yes|no`: 5-point alignment of the loose crops, default yes).
 ident:PATH         1:N identification with distractors (an identity folder or .rec; options
                    `distractors=DIR|FILE.rec`, `distractor_counts=10,100,...`, `gallery=K`;
                    data/ident.py); evaluation only.
@@ -59,6 +60,8 @@ Options (allowed per kind; anything else is a ValueError naming the allowed ones
                   same and half different, fewer when the images allow fewer.
   train_classes=K classes 0..K-1 train an open-set variant (digits, *-open).
   pairs_file=NAME the pairs file of lfw (default pairs.txt).
+  align=yes|no    ijb: warp each loose crop by its 5 landmarks onto ArcFace's 112x112
+                  template (default yes), or use the crops as they are (data/alignment.py).
   stream=auto|yes|no  stream the training split through DataLoader workers (folder*, rec);
                   auto streams when it exceeds 1 GiB decoded (N x C x H x W bytes). Streamed
                   and in-memory splits give the same batches (docs/data.md).
@@ -72,7 +75,8 @@ Options (allowed per kind; anything else is a ValueError naming the allowed ones
                   decodes in the training process); prefetch=N batches ahead per worker (2).
 
 Images are kept as uint8 (N, C, H, W) tensors on the device (4x less memory than float32)
-with the split's `PixelScale`; each batch becomes float32 in [-1, 1] on the device (8-bit
+with the split's `PixelScale` (ijb images and ident distractors: `LazyImages`, decoded a
+chunk at a time while they are evaluated); each batch becomes float32 in [-1, 1] on the device (8-bit
 x -> x/127.5 - 1; digits x/8 - 1; `split.normalise`). Training labels index the training
 classes 0..num_classes-1. `batches` shuffles with a torch.Generator, normalises and augments
 on the device; `Benchmark.augment` is the benchmark's usual augmentation to pass to it:
@@ -84,7 +88,8 @@ The package's modules follow the flow from a source to batches:
 
   sources    embedded (digits), idx (MNIST), cifar, folder (identity folders), lfw (pairs
              files), binset (insightface .bin); images (Pillow decoding), files (directory
-             checks, restricted unpickling)
+             checks, restricted unpickling); ijb, ident (evaluation sets), alignment
+             (5-point similarity warp), lazy (LazyImages: images decoded when read)
   splits     splits (the split and benchmark types), partition (stratified, closed/open set),
              pairs (verification pairs and folds)
   batches    batches (seeded permutation and on-device augmentation); stream (StreamedImages:
@@ -154,7 +159,7 @@ _KINDS: dict[str, tuple[Callable[..., Benchmark], bool, set[str]]] = {
     "rec": (load_rec, True, _IMAGE_OPTIONS | _STREAM_OPTIONS | {"val", "test", "pairs"}),
     "lfw": (load_lfw, True, _IMAGE_OPTIONS | {"pairs_file"}),
     "bin": (load_bin, True, _IMAGE_OPTIONS),
-    "ijb": (load_ijb, True, _IMAGE_OPTIONS | {"target"}),
+    "ijb": (load_ijb, True, _IMAGE_OPTIONS | {"target", "align"}),
     "ident": (load_ident, True, _IMAGE_OPTIONS | {"distractors", "distractor_counts", "gallery"}),
 }
 # kinds of face images: flip test-time augmentation on by default (option flip=yes|no)

@@ -7,12 +7,17 @@
 - distractors: images of people not among them, a folder (every image file below it) or a
   .rec (every image record); they are put in a seeded random order and the first n join the
   gallery for rank1@d=n, for each n of `distractor_counts` (default 10, 100, ... below the
-  number available, and all of them). Only the first max(counts) are decoded, held as uint8.
+  number available, and all of them). A distractor whose encoded bytes are those of a probe
+  or gallery image (SHA-1) is dropped with a warning, as MegaFace's cleaning drops them; the
+  next ones in the order take its place. The split keeps LazyImages: the distractors are
+  decoded a chunk at a time while they are embedded (evaluation/identification.py).
 
 Evaluation only: the one split is both `val` and `test`."""
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
 from pathlib import Path
 
@@ -22,9 +27,12 @@ import torch
 from lfsearch.data.collection import ImageFiles
 from lfsearch.data.folder import list_identities
 from lfsearch.data.images import IMAGE_EXTENSIONS, choose_geometry, decode_one, probe
+from lfsearch.data.lazy import LazyImages
 from lfsearch.data.rec import open_record_set
 from lfsearch.data.recordio import RecordFile, index_path, read_index, read_record_at, unpack
 from lfsearch.data.splits import BYTE_PIXELS, Benchmark, IdentificationSplit
+
+log = logging.getLogger(__name__)
 
 LAYOUT = ("ident:PATH?distractors=DPATH expects PATH = an identity folder (PATH/<identity>/"
           "<image>) or a .rec, and DPATH = a folder of distractor images (searched below it) "
@@ -72,6 +80,24 @@ def _decode(source, items, size, crop, channels) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
+def digest(encoded: bytes) -> bytes:
+    """SHA-1 of an image's encoded bytes (a file's content, a record's image)."""
+    return hashlib.sha1(encoded).digest()
+
+
+def clean_distractors(dsrc, order: np.ndarray, known: set[bytes], want: int | None
+                      ) -> tuple[np.ndarray, list[int]]:
+    """(the first `want` (None: all) distractors of `order` whose encoded bytes are not in
+    `known`, the ones dropped on the way): a distractor byte-identical to a probe or gallery
+    image would be a probe's own image among the distractors."""
+    keep, dropped = [], []
+    for i in order:
+        if want is not None and len(keep) == want:
+            break
+        (dropped if digest(dsrc.read(int(i))) in known else keep).append(int(i))
+    return np.array(keep, np.int64), dropped
+
+
 def load_ident(path: Path, *, rng: np.random.Generator, size=None, crop=None, channels=None,
                distractors: str | None = None, distractor_counts: tuple[int, ...] | None = None,
                gallery: int = 1) -> Benchmark:
@@ -84,7 +110,11 @@ def load_ident(path: Path, *, rng: np.random.Generator, size=None, crop=None, ch
         raise ValueError(f"ident: {path} has no probe (every identity has <= gallery={gallery} "
                          f"images)\n{LAYOUT}")
     src = coll.source
-    headers = [probe(src.read(i), src.name(i)) for i in range(len(src))]
+    headers, known = [], set()
+    for i in range(len(src)):
+        encoded = src.read(i)
+        headers.append(probe(encoded, src.name(i)))
+        known.add(digest(encoded))
     hw, c = choose_geometry(headers, size=size, crop=crop, channels=channels)
     images = _decode(src, range(len(src)), hw, crop, c)
     if distractors is None:
@@ -92,12 +122,24 @@ def load_ident(path: Path, *, rng: np.random.Generator, size=None, crop=None, ch
     else:
         dsrc = distractor_source(Path(distractors).expanduser())
         m = len(dsrc)
-        counts = tuple(sorted(set(distractor_counts))) if distractor_counts else default_counts(m)
-        if counts[-1] > m:
+        counts = tuple(sorted(set(distractor_counts))) if distractor_counts else None
+        if counts and counts[-1] > m:
             raise ValueError(f"option distractor_counts: {counts[-1]} is more than the {m} "
                              f"distractors in {distractors}")
-        order = rng.permutation(m)[:counts[-1]]
-        dist = _decode(dsrc, order, hw, crop, c)
+        order = rng.permutation(m)
+        keep, dropped = clean_distractors(dsrc, order, known, counts[-1] if counts else None)
+        if dropped:
+            log.warning("ident: dropped %d distractor(s) byte-identical to a probe or gallery "
+                        "image of %s (e.g. %s)", len(dropped), path, dsrc.name(dropped[0]))
+        if counts and len(keep) < counts[-1]:
+            raise ValueError(f"option distractor_counts: {counts[-1]} is more than the "
+                             f"{len(keep)} distractors in {distractors} left after dropping "
+                             f"{len(dropped)} byte-identical to probe or gallery images")
+        if dropped and not keep.size:
+            raise ValueError(f"ident: every distractor in {distractors} is a probe or gallery "
+                             f"image of {path}\n{LAYOUT}")
+        counts = counts or default_counts(len(keep))
+        dist = LazyImages(dsrc, keep, hw, c, crop)
     split = IdentificationSplit(images, torch.from_numpy(coll.identity).long(),
                                 torch.from_numpy(gallery_mask), dist, counts, BYTE_PIXELS)
     return Benchmark(f"ident:{path.name}", None, split, split, 0, c, hw, "face_cnn", "none")

@@ -7,10 +7,11 @@
     DIR/loose_crop/<image name>          the face crops
 
 <t> is ijbb or ijbc (found from the file names; `target=ijbb|ijbc` picks one when both are
-there). The crops are read as they are (resized to `size`): give aligned crops (insightface's
-112x112 alignment by the 5 landmarks is not redone here). Evaluation only: the one pair set is
-both `val` and `test`. Images are held in memory as uint8 (IJB-C's 227,630 crops at 112x112
-RGB: 8.6 GB)."""
+there). `align=yes` (the default, as insightface's evaluation does) warps each loose crop by
+its 5 landmarks onto ArcFace's 112x112 template (data/alignment.py), then resizes it to `size`;
+`align=no` reads the crops as they are (already aligned crops). Evaluation only: the one pair
+set is both `val` and `test`. The images are not held in memory: the split keeps LazyImages,
+decoded `chunk` images at a time while they are embedded (evaluation/ijb.py)."""
 
 from __future__ import annotations
 
@@ -19,8 +20,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lfsearch.data.alignment import ALIGNED_SIZE
+from lfsearch.data.collection import ImageFiles
 from lfsearch.data.files import check_dir
-from lfsearch.data.images import decode_images
+from lfsearch.data.images import choose_geometry, probe
+from lfsearch.data.lazy import LazyImages
 from lfsearch.data.splits import BYTE_PIXELS, Benchmark, TemplateSplit
 
 TARGETS = ("ijbb", "ijbc")
@@ -70,8 +74,18 @@ def find_target(meta: Path, target: str | None) -> str:
     return found[0]
 
 
+def _landmarks(rows: dict[str, list[str]], names: list[str], path: Path) -> np.ndarray:
+    """(N, 5, 2) landmarks of `names` from the 5-point file's rows (name x1 y1 ... x5 y5 s)."""
+    try:
+        return np.array([[float(v) for v in rows[n][1:11]] for n in names],
+                        np.float64).reshape(-1, 5, 2)
+    except ValueError:
+        raise ValueError(f"{path}: columns 2-11 (the 5 landmarks x1 y1 ... x5 y5) must be "
+                         f"numbers\n{LAYOUT}") from None
+
+
 def load_ijb(root: Path, *, rng: np.random.Generator, size=None, crop=None, channels=None,
-             target: str | None = None) -> Benchmark:
+             target: str | None = None, align: bool = True) -> Benchmark:
     check_dir(root, "ijb", LAYOUT)
     meta = root / "meta"
     t = find_target(meta, target)
@@ -80,14 +94,14 @@ def load_ijb(root: Path, *, rng: np.random.Generator, size=None, crop=None, chan
     score_path = meta / f"{t}_name_5pts_score.txt"
     faces = _rows(tid_path, 3, "name tid mid")
     pair_rows = _rows(pair_path, 3, "tid1 tid2 label")
-    scored = {r[0]: r[-1] for r in _rows(score_path, 12, "name, 10 landmark coordinates, score")}
+    scored = {r[0]: r for r in _rows(score_path, 12, "name, 10 landmark coordinates, score")}
     names = [r[0] for r in faces]
     missing = [n for n in names if n not in scored]
     if missing:
         raise ValueError(f"{score_path}: no detector score for image {missing[0]!r} (of "
                          f"{len(missing)}) named in {tid_path.name}\n{LAYOUT}")
     try:
-        scores = np.array([float(scored[n]) for n in names], np.float64)
+        scores = np.array([float(scored[n][-1]) for n in names], np.float64)
     except ValueError:
         raise ValueError(f"{score_path}: the last column (detector score) must be a number"
                          f"\n{LAYOUT}") from None
@@ -100,14 +114,25 @@ def load_ijb(root: Path, *, rng: np.random.Generator, size=None, crop=None, chan
     if unknown.size:
         raise ValueError(f"{pair_path}: template {int(unknown[0])} has no image in "
                          f"{tid_path.name}\n{LAYOUT}")
+    landmarks = _landmarks(scored, names, score_path) if align else None
+    if landmarks is not None:
+        spread = ((landmarks - landmarks.mean(1, keepdims=True)) ** 2).sum((1, 2))
+        flat = np.flatnonzero(~(spread > 1e-6))
+        if flat.size:
+            raise ValueError(f"{score_path}: the 5 landmarks of {flat.size} image(s) coincide "
+                             f"(e.g. {names[flat[0]]!r}), so they cannot align them; option "
+                             "align: allowed values yes, no (no: use the crops as they are)")
     crops = root / "loose_crop"
-    sources = [crops / n for n in names]
-    for s in sources:
-        if not s.is_file():
-            raise FileNotFoundError(f"ijb: image {s} (named in {tid_path.name}) does not exist"
-                                    f"\n{LAYOUT}")
-    images, c, hw = decode_images(sources, [str(s) for s in sources], size=size, crop=crop,
-                                  channels=channels, default_channels=3)
+    files = ImageFiles(crops, names)
+    for i in range(len(files)):
+        if not Path(files.path(i)).is_file():
+            raise FileNotFoundError(f"ijb: image {files.path(i)} (named in {tid_path.name}) "
+                                    f"does not exist\n{LAYOUT}")
+    # aligned crops are all 112x112; unaligned ones are sized from their headers
+    headers = ([((ALIGNED_SIZE, ALIGNED_SIZE), False)] if align
+               else [probe(files.path(i), files.name(i)) for i in range(len(files))])
+    hw, c = choose_geometry(headers, size=size, crop=crop, channels=channels, default_channels=3)
+    images = LazyImages(files, np.arange(len(files)), hw, c, crop, landmarks)
     t_ = torch.from_numpy
     split = TemplateSplit(images, t_(templates), t_(media), t_(scores), t_(pairs),
                           t_(labels.astype(bool)), pixels=BYTE_PIXELS)

@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from lfsearch.data import alignment
+
 MAX_DEFAULT_SIDE = 112
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".pgm", ".ppm", ".pbm", ".bmp", ".tif", ".tiff",
                     ".gif", ".webp")
@@ -87,8 +89,9 @@ def choose_geometry(headers: list[tuple[tuple[int, int], bool]], *, size: tuple[
     return size, channels
 
 
-class CropTooLarge(ValueError):
-    """A crop option larger than an image (refused: it would leave a sliver of pixels)."""
+class OptionError(ValueError):
+    """A crop option larger than an image (refused: it would leave a sliver of pixels), or
+    landmarks that give no alignment: an error about the options, passed on as it is."""
 
 
 def to_8bit(img):
@@ -103,21 +106,30 @@ def to_8bit(img):
 
 
 def decode_one(source: Path | bytes, label: str, *, size: tuple[int, int],
-               crop: tuple[int, int] | None, channels: int) -> np.ndarray:
-    """One image as uint8 (C, H, W): centre crop (source pixels), grey ("L") or RGB, bilinear
-    resize to `size`. The in-memory and the streamed paths both decode with this."""
+               crop: tuple[int, int] | None, channels: int, landmarks=None) -> np.ndarray:
+    """One image as uint8 (C, H, W): aligned to 112x112 by its 5 `landmarks` when given
+    (alignment.align), centre crop (source pixels), grey ("L") or RGB, bilinear resize to
+    `size`. The in-memory and the streamed paths both decode with this."""
     from PIL import Image
 
     h, w = size
     img = open_image(source, label)
     try:
         img.load()
+        if landmarks is not None:
+            img = to_8bit(img).convert("L" if channels == 1 else "RGB")
+            try:
+                img = alignment.align(img, landmarks)
+            except (ValueError, np.linalg.LinAlgError) as exc:
+                raise OptionError(f"cannot align image {label} by its 5 landmarks ({exc}); "
+                                  "option align: allowed values yes, no (no: use the crops "
+                                  "as they are)") from None
         if crop is not None:
             ch, cw = crop
             if ch > img.height or cw > img.width:
-                raise CropTooLarge(f"option crop={ch}x{cw} is larger than image {label} "
-                                 f"({img.height}x{img.width}, HxW); allowed: a crop within "
-                                 "every image")
+                raise OptionError(f"option crop={ch}x{cw} is larger than image {label} "
+                                  f"({img.height}x{img.width}, HxW); allowed: a crop within "
+                                  "every image")
             left, top = (img.width - cw) // 2, (img.height - ch) // 2
             img = img.crop((left, top, left + cw, top + ch))
         img = to_8bit(img)
@@ -125,7 +137,7 @@ def decode_one(source: Path | bytes, label: str, *, size: tuple[int, int],
         if img.size != (w, h):
             img = img.resize((w, h), Image.BILINEAR)
         arr = np.asarray(img, dtype=np.uint8)
-    except CropTooLarge:
+    except OptionError:
         raise
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise ValueError(f"cannot read image {label}: {exc}") from exc

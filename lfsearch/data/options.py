@@ -99,11 +99,20 @@ def _parse_target(value: Any, name: str) -> str:
     return text
 
 
+def _parse_align(value: Any, name: str) -> bool:
+    text = str(value).strip().lower()
+    if text not in ("yes", "no"):
+        raise ValueError(f"option {name}={value!r}: allowed values yes (warp each loose crop by "
+                         "its 5 landmarks onto ArcFace's 112x112 template), no (use the crops "
+                         "as they are)")
+    return text == "yes"
+
+
 PARSERS: dict[str, Callable[[Any, str], Any]] = {
     "size": _parse_size, "crop": _parse_size, "channels": _parse_channels,
     "val": _parse_fraction, "test": _parse_fraction, "pairs": _parse_count(2),
     "train_classes": _parse_count(1), "pairs_file": _parse_text, "stream": _parse_stream,
     "workers": _parse_count(0), "prefetch": _parse_count(1), "flip": _parse_flip,
     "target": _parse_target, "distractors": _parse_text, "distractor_counts": _parse_counts,
-    "gallery": _parse_count(1),
+    "gallery": _parse_count(1), "align": _parse_align,
 }

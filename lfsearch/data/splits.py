@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from lfsearch.data.lazy import LazyImages
+
 
 @dataclass(frozen=True)
 class PixelScale:
@@ -36,7 +38,11 @@ BYTE_PIXELS = PixelScale(127.5, 1.0)
 
 def check_images(images: Tensor, pixels: PixelScale | None, field_name: str) -> None:
     """uint8 images are stored pixels and need `pixels`; float images are already normalised
-    and take none."""
+    and take none. LazyImages (decoded when read, uint8) count as stored pixels."""
+    if isinstance(images, LazyImages):
+        if not isinstance(pixels, PixelScale):
+            raise ValueError(f"{field_name}: LazyImages are uint8 and need pixels=PixelScale")
+        return
     if not isinstance(images, Tensor) or images.dim() != 4:
         raise ValueError(f"{field_name} must be a tensor (N, C, H, W); got "
                          f"{getattr(images, 'shape', type(images))}")
@@ -203,9 +209,10 @@ class Benchmark:
 class TemplateSplit:
     """IJB-style template verification (lfsearch.data.ijb, lfsearch.evaluation.ijb): images
     (N, C, H, W), each in template `templates[i]` and media `media[i]` with detector score
-    `scores[i]`; `pairs` (P, 2) are template ids, `same` (P,) their is-same labels."""
+    `scores[i]`; `pairs` (P, 2) are template ids, `same` (P,) their is-same labels. `images`
+    is a tensor or LazyImages (decoded slice by slice: what ijb:DIR gives)."""
 
-    images: Tensor
+    images: Tensor | LazyImages
     templates: Tensor
     media: Tensor
     scores: Tensor
@@ -244,12 +251,13 @@ class IdentificationSplit:
     lfsearch.evaluation.identification): identity-labelled `images` (N, C, H, W) of which
     `gallery` (N,) bool marks the gallery, the rest being probes; `distractors` (M, C, H, W)
     images of other people, added to the gallery (the first `counts[k]` of them for
-    rank1@d=counts[k]; they are in a seeded random order)."""
+    rank1@d=counts[k]; they are in a seeded random order), a tensor or LazyImages (decoded
+    slice by slice: what ident:PATH gives)."""
 
     images: Tensor
     labels: Tensor
     gallery: Tensor
-    distractors: Tensor
+    distractors: Tensor | LazyImages
     counts: tuple[int, ...] = ()
     pixels: PixelScale | None = None
 

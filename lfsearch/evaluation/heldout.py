@@ -13,7 +13,8 @@ the training benchmark, compared by their normalised spec (kind, absolute path, 
 options) and by the data path alone (the same file or folder read with other options is the
 same images). At the end of a search, a test benchmark whose images are byte for byte images
 of the training or a validation split (lfsearch.evaluation.overlap: the same files under another path)
-is not tested and gets an error entry instead.
+is not tested and gets an error entry instead; for `ijb:` images and `ident:` distractors,
+which are decoded a chunk at a time, the check runs on each chunk as it is read.
 
 Metrics are those of the main test split (lfsearch.evaluation.metrics.evaluate): on pairs, 10-fold
 verification accuracy and its std, ROC AUC, EER, TAR@FAR, and where the split has identity
@@ -69,16 +70,36 @@ def metric_of(split: Any) -> str:
 
 
 def evaluate_split(model: torch.nn.Module, loss: torch.nn.Module | None, split: Any, *,
-                   flip: bool = True) -> dict[str, float]:
+                   flip: bool = True, screen: Any = None) -> dict[str, float]:
     """The split's protocol: IJB templates (evaluation/ijb.py) and identification with
     distractors (evaluation/identification.py) with `flip` (on by default, as the field
-    reports them); pairs and classification by metrics.evaluate."""
+    reports them); pairs and classification by metrics.evaluate. `screen(images)` (the
+    overlap check) sees every image first: the whole split, or for the two chunked protocols
+    each chunk as it is read."""
     protocol = getattr(split, "protocol", None)
     if protocol == "templates":
-        return ijb.evaluate_templates(model, split, flip=flip)
+        return ijb.evaluate_templates(model, split, flip=flip, screen=screen)
     if protocol == "identification":
-        return identification.evaluate_identification(model, split, flip=flip)
+        return identification.evaluate_identification(model, split, flip=flip, screen=screen)
+    if screen is not None:
+        screen(split.images)
     return metrics_mod.evaluate(model, loss, split, flip=flip)
+
+
+def overlap_screen(spec: str, seen: list[tuple[str, tuple, set[bytes]]]):
+    """A function of images that raises ValueError (one line) when any of them is among the
+    `seen` (name, image shape, hashes) splits; None when nothing was seen."""
+    if not seen:
+        return None
+
+    def screen(images) -> None:
+        hashes = overlap.image_hashes(images)
+        for name, shape, known in seen:
+            shared = len(hashes & known) if shape == tuple(images.shape[1:]) else 0
+            if shared:
+                raise ValueError(f"test benchmark {spec!r} shares {shared} of its images "
+                                 f"with the {name} split the search used; it is not tested")
+    return screen
 
 
 def evaluate_benchmarks(model: torch.nn.Module, loss: torch.nn.Module, specs: list[str], *,
@@ -90,7 +111,8 @@ def evaluate_benchmarks(model: torch.nn.Module, loss: torch.nn.Module, specs: li
     keep_going (end of a search): a benchmark that fails to load or evaluate is recorded as
     {"error": "..."} and the others still run, so a long run keeps its results; otherwise the
     first failure raises. seen: (name, images) the search trained or was rewarded on; a
-    benchmark sharing any image with them is refused (ValueError)."""
+    benchmark sharing any image with them (an IJB image or an ident: probe, gallery image or
+    distractor included, checked as each chunk is read) is refused (ValueError)."""
     out: dict[str, dict[str, Any]] = {}
     seen_hashes = [(name, tuple(images.shape[1:]), overlap.image_hashes(images))
                    for name, images in seen]  # hashed once for every benchmark
@@ -98,13 +120,8 @@ def evaluate_benchmarks(model: torch.nn.Module, loss: torch.nn.Module, specs: li
         try:
             split, flip = load_test_split(spec, seed=seed, device=device,
                                           image_shape=image_shape)
-            hashes = overlap.image_hashes(split.images) if seen_hashes else set()
-            for name, shape, known in seen_hashes:
-                shared = len(hashes & known) if shape == tuple(split.images.shape[1:]) else 0
-                if shared:
-                    raise ValueError(f"test benchmark {spec!r} shares {shared} of its images "
-                                     f"with the {name} split the search used; it is not tested")
-            metrics = evaluate_split(model, loss, split, flip=flip)
+            metrics = evaluate_split(model, loss, split, flip=flip,
+                                     screen=overlap_screen(spec, seen_hashes))
             out[spec] = {"metric": metric_of(split), "flip": flip, "metrics": _finite(metrics)}
         except (ValueError, FileNotFoundError, NotADirectoryError, OSError) as exc:
             if not keep_going:

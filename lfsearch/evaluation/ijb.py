@@ -18,7 +18,7 @@ nearest to f, which can lie above f), NaN with fewer than 1/f negative pairs.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -31,6 +31,54 @@ from lfsearch.evaluation import metrics as metrics_mod
 
 IJB_FARS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 MAIN_METRIC = "tar@far=1e-4"
+CHUNK = 4096  # images decoded and embedded at once (IJB-C at 112x112 RGB: 154 MB a chunk)
+
+
+def _image_rows(features: Tensor, scores: Tensor | None, norm_score: bool) -> Tensor:
+    """v_i of the module docstring, float64 on the host."""
+    v = features.detach().double().cpu()
+    if not norm_score:
+        v = F.normalize(v, dim=1)
+    if scores is not None:
+        v = v * scores.double().cpu()[:, None]
+    return v
+
+
+class TemplateAccumulator:
+    """The sums of v_i over each (template, media) group, added a chunk of images at a time:
+    memory is the groups' sums, never all images or all their features. Rows are added in
+    image order, so any chunking gives the same float64 sums as one pass."""
+
+    def __init__(self, templates: Tensor, media: Tensor, *, norm_score: bool = True):
+        keys = torch.stack([templates.cpu().long(), media.cpu().long()], 1)
+        self.groups, self.inverse = torch.unique(keys, dim=0, return_inverse=True)
+        self.norm_score = norm_score
+        self.sums: Tensor | None = None
+        self.added = 0
+
+    def add(self, features: Tensor, scores: Tensor | None = None) -> None:
+        """Image features (n, D) of the next n images (and their detector scores)."""
+        v = _image_rows(features, scores, self.norm_score)
+        if self.sums is None:
+            self.sums = torch.zeros(len(self.groups), v.shape[1], dtype=v.dtype)
+        stop = self.added + v.shape[0]
+        if stop > len(self.inverse):
+            raise ValueError(f"template features: {stop} image features for "
+                             f"{len(self.inverse)} images")
+        self.sums.index_add_(0, self.inverse[self.added:stop], v)
+        self.added = stop
+
+    def finish(self) -> tuple[Tensor, Tensor]:
+        """(template ids (T,) sorted, L2-normalised template features (T, D))."""
+        if self.sums is None or self.added != len(self.inverse):
+            raise ValueError(f"template features: {self.added} of {len(self.inverse)} images "
+                             "were added")
+        counts = torch.bincount(self.inverse, minlength=len(self.groups)).to(self.sums.dtype)
+        media_mean = self.sums / counts[:, None]
+        ids, t_index = torch.unique(self.groups[:, 0], return_inverse=True)
+        template_sum = torch.zeros(len(ids), self.sums.shape[1],
+                                   dtype=self.sums.dtype).index_add_(0, t_index, media_mean)
+        return ids, F.normalize(template_sum, dim=1)
 
 
 def template_features(features: Tensor, templates: Tensor, media: Tensor,
@@ -38,22 +86,9 @@ def template_features(features: Tensor, templates: Tensor, media: Tensor,
                       ) -> tuple[Tensor, Tensor]:
     """(template ids (T,) sorted, L2-normalised template features (T, D)) from image features
     (N, D) by the module docstring's v_i, u_tm, g_t (float64)."""
-    v = features.detach().double().cpu()
-    if not norm_score:
-        v = F.normalize(v, dim=1)
-    if scores is not None:
-        v = v * scores.double().cpu()[:, None]
-    t, m = templates.cpu().long(), media.cpu().long()
-    keys = torch.stack([t, m], 1)
-    uniq, inverse = torch.unique(keys, dim=0, return_inverse=True)  # (template, media) groups
-    sums = torch.zeros(len(uniq), v.shape[1], dtype=v.dtype).index_add_(0, inverse, v)
-    counts = torch.zeros(len(uniq), dtype=v.dtype).index_add_(0, inverse,
-                                                              torch.ones_like(inverse, dtype=v.dtype))
-    media_mean = sums / counts[:, None]
-    ids, t_index = torch.unique(uniq[:, 0], return_inverse=True)
-    template_sum = torch.zeros(len(ids), v.shape[1], dtype=v.dtype).index_add_(0, t_index,
-                                                                               media_mean)
-    return ids, F.normalize(template_sum, dim=1)
+    acc = TemplateAccumulator(templates, media, norm_score=norm_score)
+    acc.add(features, scores)
+    return acc.finish()
 
 
 def pair_scores(ids: Tensor, feats: Tensor, pairs: Tensor) -> np.ndarray:
@@ -93,14 +128,28 @@ def tar_at_far(scores: Any, same: Any, far_targets: Iterable[float] = IJB_FARS
 def evaluate_templates(model: nn.Module, split: Any, *, flip: bool = True,
                        norm_score: bool = True, detector_score: bool = True,
                        far_targets: Iterable[float] = IJB_FARS, batch_size: int = 256,
-                       roc: bool = False):
+                       roc: bool = False, chunk: int | None = CHUNK,
+                       screen: Callable[[Tensor], None] | None = None):
     """Template verification metrics of `model` on a TemplateSplit (module docstring); with
-    roc=True returns (metrics, ROC dict)."""
-    e = metrics_mod.embed(model, split.images, batch_size, flip,
-                          getattr(split, "normalise", None))
-    ids, feats = template_features(e, split.templates, split.media,
-                                   split.scores if detector_score else None,
-                                   norm_score=norm_score)
+    roc=True returns (metrics, ROC dict).
+
+    The images (a tensor or LazyImages) are read `chunk` at a time (rounded down to whole
+    batches; None: all at once), embedded and added to the template sums, so memory is one
+    chunk of images plus the (template, media) sums; every chunking gives the same metrics.
+    `screen(images)`, when given, sees each chunk first (heldout's overlap check raises)."""
+    norm = getattr(split, "normalise", None)
+    n = int(split.images.shape[0])
+    step = metrics_mod.chunk_rows(chunk, batch_size, n)
+    acc = TemplateAccumulator(split.templates, split.media, norm_score=norm_score)
+    for start in range(0, n, step):
+        stop = min(n, start + step)
+        images = split.images[start:stop]
+        if screen is not None:
+            screen(images)
+        e = metrics_mod.embed(model, images, batch_size, flip, norm)
+        acc.add(e, split.scores[start:stop] if detector_score else None)
+        del images, e
+    ids, feats = acc.finish()
     out, curve = tar_at_far(pair_scores(ids, feats, split.pairs), split.same.cpu().numpy(),
                             far_targets)
     out["templates"] = float(len(ids))

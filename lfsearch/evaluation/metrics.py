@@ -123,6 +123,16 @@ def embed(model: nn.Module, images: Tensor, batch_size: int = 256, flip: bool = 
     return torch.cat(out)
 
 
+def chunk_rows(chunk: int | None, batch_size: int, n: int) -> int:
+    """Images decoded at once: `chunk` rounded down to a multiple of `batch_size` (at least
+    one batch), so the batches the model sees are those of one pass over all n; None: all."""
+    if chunk is None:
+        return max(n, 1)
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1 images (or None: all at once); got {chunk}")
+    return max(batch_size, chunk - chunk % batch_size)
+
+
 def classification_accuracy(logits: Tensor, labels: Tensor) -> float:
     """Top-1 accuracy: mean(argmax_j logits[i, j] == labels[i])."""
     if logits.dim() != 2 or labels.shape != (logits.shape[0],):

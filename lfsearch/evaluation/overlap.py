@@ -14,11 +14,16 @@ import torch
 from torch import Tensor
 
 
-def image_hashes(images: Tensor) -> set[bytes]:
-    """SHA-1 digests of each image of (N, ...) images, on the host as float32 bytes."""
-    rows = images.detach().to("cpu", torch.float32).contiguous().reshape(images.shape[0], -1)
-    raw = rows.numpy()
-    return {hashlib.sha1(row.tobytes()).digest() for row in raw}
+def image_hashes(images, chunk: int = 4096) -> set[bytes]:
+    """SHA-1 digests of each image of (N, ...) images (a tensor, or LazyImages read `chunk` at
+    a time), on the host as float32 bytes."""
+    out: set[bytes] = set()
+    n = int(images.shape[0])
+    for start in range(0, n, chunk):
+        part = images[start:start + chunk]
+        rows = part.detach().to("cpu", torch.float32).contiguous().reshape(part.shape[0], -1)
+        out.update(hashlib.sha1(row.tobytes()).digest() for row in rows.numpy())
+    return out
 
 
 def shared_images(a: Tensor, b: Tensor) -> int:
