@@ -23,7 +23,11 @@ on real batches of the run's training split (its own subset and generator), with
 Accel (autocast, channels_last, compile) and augmentation, the device synchronised around each
 timing. One epoch step of the M candidates costs P = ⌈M/k⌉·p packed and S = M·s sequential;
 `rule`: packed when P < (1 − MARGIN)·S, MARGIN = 0.05 (packed must be at least 5% faster; a
-tie trains sequentially). A packed trial that runs out of memory chooses sequential.
+tie trains sequentially). A packed trial that runs out of memory chooses sequential. The
+trial times training on batches held in memory: a streamed split's decoding is not timed
+(the sequential path decodes an epoch once per candidate when the epoch cache cannot hold
+it, the packed path once per chunk), so where decoding limits the speed the trial
+understates what packing saves.
 
 Nothing the trial does reaches the run: it trains deep copies of the trainee from a copy of
 its start state, on a subset it decodes itself (a streamed split's loader, cache and counters
