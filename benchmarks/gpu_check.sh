@@ -30,7 +30,7 @@ if [ "$DRY" = "1" ]; then
   DEV=cpu; DRYFLAG=--dry; OUT="${OUT:-$WORK/out}"
   export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
   IDS=6; PER=6; SIZE=32; MODEL_ARGS="--model face_cnn"
-  T_POP=120; T_HEADS=60; T_SEARCH=150; T_SYNCS=60; T_STREAM=60
+  T_POP=150; T_HEADS=60; T_SEARCH=150; T_SYNCS=60; T_STREAM=60
 else
   DEV=cuda; DRYFLAG=; OUT="${OUT:-$PWD/gpu_check_out}"
   IDS=200; PER=20; SIZE=112; MODEL_ARGS=""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -160,3 +161,22 @@ def test_a_cpu_search_with_packing_auto_records_sequential_and_why(tmp_path):
     assert (packing["mode"], packing["setting"], packing["reason"]) == \
         ("sequential", "auto", "cpu default")
     assert packing["trial"] is None and packing["memory"] is None
+
+
+def test_the_trial_on_a_streamed_split_leaves_its_loader_cache_and_counters_alone():
+    orl = Path(__file__).resolve().parent / "data" / "orl_small"
+    bench = data.load(f"folder-closed:{orl}?val=0.25&test=0.25&size=28x23&stream=yes&workers=1",
+                      seed=0)
+    train = bench.train
+    assert isinstance(train, data.StreamedImages)
+    torch.manual_seed(0)
+    model = models.build("digits_net", embedding_size=D, in_channels=bench.in_channels,
+                         image_size=bench.image_size)
+    loss = losses.build("cosface", embedding_size=D, num_classes=bench.num_classes)
+    opt = candidate_mod.make_optimizer("sgd", list(model.parameters()) + list(loss.parameters()),
+                                       lr=0.1, momentum=0.9, weight_decay=5e-4)
+    trial = packing_trial.measure(candidate_mod.Trainee(model, loss, opt), train, {},
+                                  candidates=2, chunk=2, batch_size=8, lr=0.1,
+                                  accel=accel_mod.Accel())
+    assert trial.packed_s_per_step > 0 and trial.sequential_s_per_step > 0
+    assert train.decodes == 0 and train._loader is None and train._cache == {}
