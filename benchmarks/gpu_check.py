@@ -5,7 +5,9 @@
 Parts (each prints one line per figure, `[part] name: value`, and writes its figures as JSON):
   population  one epoch of one model, M = 4 sequential and M = 4 packed (the memory guard's
               plan printed too): face_cnn and iresnet50 at 112x112, batch 128, bf16 on CUDA;
-              time ratios and peak memory (CUDA: max_memory_allocated)
+              time ratios and peak memory (CUDA: max_memory_allocated); and what packing =
+              "auto" chooses (search/packing_trial.py: its speed trial, packed/sequential
+              time ratio per step of M = 4; --dry forces the trial on CPU)
   heads       IResNet-50 forward + backward images/s at 112x112 (bf16), ArcFace head of 100k
               classes vs a Linear head with plain cross entropy; ratio
   syncs       host reads per training step (Tensor.item/tolist/bool/float/int/cpu/numpy
@@ -30,7 +32,7 @@ import torch
 from lfsearch import data, losses, models
 from lfsearch.search import accel as accel_mod
 from lfsearch.search import candidate as candidate_mod
-from lfsearch.search import memory, packed, sequential
+from lfsearch.search import memory, packed, packing_trial, sequential
 
 
 def device_and_sizes(dry: bool) -> tuple[torch.device, dict]:
@@ -101,6 +103,18 @@ def part_population(dry: bool, out: dict) -> None:
                                                        **kw),
         }
         figures = {"plan": plan.describe()}
+        auto = packing_trial.decide(  # what a run's packing = "auto" would choose here
+            "auto", device, acc, plan=lambda: plan, force_trial=dry,
+            trial=lambda chunk: packing_trial.measure(
+                t, train, {}, candidates=4, chunk=chunk, batch_size=z["batch"], lr=0.05,
+                accel=acc))
+        figures["auto"] = auto.describe()
+        ratio = auto.trial.ratio if auto.trial is not None else None
+        print(f"[population] {name}: auto chose {auto.mode} chunk {auto.chunk} ({auto.reason}"
+              + (f": packed {auto.trial.packed_s_per_step:.4f} s vs sequential "
+                 f"{auto.trial.sequential_s_per_step:.4f} s per step of 4, ratio {ratio:.3f}"
+                 if ratio is not None else f": {auto.detail}") + ")", flush=True)
+        peak_reset(device)
         for key, run in runs.items():
             try:
                 run()  # warm-up (cudnn.benchmark, allocator)

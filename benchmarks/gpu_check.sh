@@ -10,7 +10,8 @@
 # Prints one line per figure and writes $OUT/gpu_check.json (every part's figures).
 #
 #   population  packed M = 4 vs sequential M = 4 vs one model, one epoch, face_cnn and
-#               iresnet50 at 112x112, batch 128: time ratios, peak memory, the memory plan
+#               iresnet50 at 112x112, batch 128: time ratios, peak memory, the memory plan,
+#               and what packing = "auto" chooses by its speed trial (the measured ratio)
 #   heads       IResNet-50 fwd+bwd images/s, bf16, ArcFace 100k classes vs Linear + CE
 #   search      `lfsearch search search_softmax --device cuda --epochs 2` and face_recipe
 #               --epochs 1 on a generated 112x112 identity folder, streamed: finite test metric
@@ -29,11 +30,11 @@ if [ "$DRY" = "1" ]; then
   DEV=cpu; DRYFLAG=--dry; OUT="${OUT:-$WORK/out}"
   export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
   IDS=6; PER=6; SIZE=32; MODEL_ARGS="--model face_cnn"
-  T_POP=120; T_HEADS=60; T_SEARCH=150; T_SYNCS=60; T_STREAM=60
+  T_POP=150; T_HEADS=60; T_SEARCH=150; T_SYNCS=60; T_STREAM=60
 else
   DEV=cuda; DRYFLAG=; OUT="${OUT:-$PWD/gpu_check_out}"
   IDS=200; PER=20; SIZE=112; MODEL_ARGS=""
-  T_POP=150; T_HEADS=60; T_SEARCH=150; T_SYNCS=30; T_STREAM=60   # 450 s in all
+  T_POP=170; T_HEADS=60; T_SEARCH=150; T_SYNCS=30; T_STREAM=60   # 470 s in all
 fi
 mkdir -p "$OUT" "$WORK"
 FAILED=0
@@ -90,8 +91,11 @@ res = json.load(open(f"{run}/results.json"))
 man = json.load(open(f"{run}/manifest.json"))
 value = res["test"].get(res["test_metric"])
 ok = value is not None and math.isfinite(value)
+pk = man["packing"]
+ratio = (pk.get("trial") or {}).get("ratio")
 print(f"[search] {name}: {res['test_metric']} {value} ({'finite' if ok else 'NOT FINITE'}), "
-      f"{seconds} s, packing {man['packing'].get('mode')} chunk {man['packing'].get('chunk')}")
+      f"{seconds} s, packing {pk.get('mode')} chunk {pk.get('chunk')} ({pk.get('reason')}"
+      + (f", packed/sequential {ratio:.3f}" if ratio is not None else "") + ")")
 json.dump({"test_metric": res["test_metric"], "value": value, "seconds": int(seconds),
            "packing": man["packing"], "backends": man.get("backends")}, open(out, "w"))
 sys.exit(0 if ok else 1)

@@ -284,6 +284,10 @@ def test_gpu_check_runs_dry_on_cpu(tmp_path):
     assert figures["syncs"]["sequential"]["reads_per_step"] == 0
     assert figures["syncs"]["packed"]["reads_per_step"] == 0
     assert figures["search_face_recipe"]["value"] is not None
+    for model in ("face_cnn", "iresnet18"):  # packing = auto's trial, forced on CPU
+        auto = figures["population"][model]["auto"]
+        assert auto["reason"] == "measured" and auto["trial"]["ratio"] > 0
+    assert figures["search_search_softmax"]["packing"]["reason"] == "cpu default"
 
 
 # ------------------------------------------------------------ 5. streaming defaults

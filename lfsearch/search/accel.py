@@ -2,7 +2,8 @@
 torch.compile are what a GPU wants; `Accel.for_device` turns them on for CUDA only, and they do
 nothing on CPU unless asked for. `resolve_mode` maps ``[training] packing`` to a path:
 "sequential", "packed", or "auto" = sequential on CPU (measured: packing does not pay on a
-2-core CPU, see benchmarks/README.md) and packed on CUDA; search/population.py applies it.
+2-core CPU, see benchmarks/README.md) and packed on CUDA, where a run then decides by a speed
+trial (search/packing_trial.py); search/population.py applies it.
 """
 
 from __future__ import annotations

@@ -93,7 +93,7 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "warmup_epochs": 0,  # linear warm-up epochs before any schedule
     "augment": "auto",   # auto (the benchmark's) | none | flip | crop=P | crop=P,flip
     "amp": "auto",       # auto (bf16 on CUDA) | off | bf16 | fp16 (GradScaler); CPU: always off
-    "packing": "auto",   # auto | sequential | packed (auto: packed on CUDA, sequential on CPU)
+    "packing": "auto",   # auto | sequential | packed (auto: measured on CUDA, sequential on CPU)
     "compile": False,    # torch.compile the backbone (worth it on a GPU for long runs)
 }
 RUN_DEFAULTS: dict[str, Any] = {"seed": 0, "device": "auto", "threads": 0}  # 0: PyTorch's default

@@ -52,6 +52,7 @@ from lfsearch.search import config as config_mod
 from lfsearch.search import controllers, tracking
 from lfsearch.search import distributed as distributed_mod
 from lfsearch.search import memory as memory_mod
+from lfsearch.search import packing_trial
 from lfsearch.search import population as population_mod
 from lfsearch.search.run_folder import (
     _git_commit,
@@ -172,18 +173,34 @@ class Search:
         if self._ready is not None:
             return
         trainee = self.build_trainee()
-        t = self.config["training"]  # the memory guard: how many candidates fit packed
-        chosen = population_mod.Population.choose(t["packing"], self.device, self.accel)
-        self.packing = memory_mod.plan_for(
-            trainee.model, trainee.loss, trainee.optimizer, candidates=self.candidates,
-            batch_size=t["batch_size"], num_classes=self.benchmark.num_classes,
-            image_shape=(self.benchmark.in_channels, *self.benchmark.image_size),
-            device=self.device, autocast=self.accel.autocast) if chosen.mode == "packed" else None
+        self.packing = self._choose_packing(trainee, resume)
         controller = self.build_controller() if self.writes else None  # lives on rank 0 only
         ckpt, source = None, None
         if resume and self.writes:
             ckpt, source = checkpoint_mod.load(self.out, map_location=self.device)
         self._ready = (trainee, controller, ckpt, source)
+
+    def _choose_packing(self, trainee: candidate_mod.Trainee,
+                        resume: bool) -> packing_trial.PackingChoice:
+        """[training] packing -> the path: the memory guard's plan, and for auto on CUDA a
+        speed trial on copies of the start state (search/packing_trial.py)."""
+        t = self.config["training"]
+        plan = lambda: memory_mod.plan_for(  # noqa: E731
+            trainee.model, trainee.loss, trainee.optimizer, candidates=self.candidates,
+            batch_size=t["batch_size"], num_classes=self.benchmark.num_classes,
+            image_shape=(self.benchmark.in_channels, *self.benchmark.image_size),
+            device=self.device, autocast=self.accel.autocast)
+        trial = lambda chunk: packing_trial.measure(  # noqa: E731
+            trainee, self.benchmark.train, {s.name: s.init for s in self.specs},
+            candidates=self.candidates, chunk=chunk, batch_size=t["batch_size"],
+            lr=self.lr_at(0), accel=self.accel, augment=self.augment,
+            seed=derive_seed(self.seed, "packing-trial"))
+        previous = (_read_manifest(self.out / "manifest.json").get("packing")
+                    if resume and self.writes else None)
+        return packing_trial.decide(t["packing"], self.device, self.accel, plan=plan,
+                                    trial=trial, reject=self.reject is not None,
+                                    torchrun=self.group is not None,
+                                    previous=previous if isinstance(previous, dict) else None)
 
     def _validations(self) -> list[candidate_mod.Validation]:
         out = []
@@ -256,21 +273,18 @@ class Search:
                   params: list[dict[str, float]], on_candidate,
                   keep_all: bool = False) -> list[candidate_mod.CandidateResult]:
         """Train and reward this epoch's candidates: one after another, or packed together
-        ([training] packing; auto = packed on CUDA only). Under torchrun rank r trains the
-        candidates i ≡ r (mod K) and every rank gets every result. `start`: one state, or
+        (self.packing, decided in preflight). Under torchrun rank r trains the candidates
+        i ≡ r (mod K) and every rank gets every result. `start`: one state, or
         one per candidate inside an interval; keep_all: every candidate keeps its state (a
         rank keeps those of its own candidates)."""
         def train(indices, on_candidate):
             training = self.config["training"]
             own = start if isinstance(start, dict) else [start[i] for i in indices]
-            packing = training["packing"]
-            if self.reject is not None and packing == "auto":
-                packing = "sequential"  # early rejection saves compute on this path only
-            population = population_mod.Population.choose(packing, self.device, self.accel,
-                                                          plan=self.packing)
+            population = population_mod.Population(self.packing.mode, self.accel,
+                                                   self.packing.chunk)
             return population.run_epoch(
                 trainee, own, [params[i] for i in indices], train=self.benchmark.train,
-                validations=self.validations, batch_size=self.config["training"]["batch_size"],
+                validations=self.validations, batch_size=training["batch_size"],
                 lr=self.lr_at(epoch), data_seed=derive_seed(self.seed, "data", epoch),
                 candidate_seeds=[derive_seed(self.seed, "candidate", epoch, i) for i in indices],
                 augment=self.augment, on_candidate=on_candidate, keep_all=keep_all,
@@ -558,8 +572,7 @@ class Search:
                          "num_classes": self.benchmark.num_classes},
             "autocast": str(self.accel.autocast).replace("torch.", "") if self.accel.autocast
             else "off", "augment": self.augment, "backends": self.backends,
-            "packing": (self.packing.describe() if self.packing is not None
-                        else {"mode": "sequential"}),
+            "packing": self.packing.describe(),  # the path and why (packing_trial.py)
             **({"test_benchmarks": list(self.test_benchmarks)} if self.test_benchmarks else {}),
             **({"distributed": self.group.describe()} if self.group is not None else {}),
         }

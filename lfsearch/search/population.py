@@ -1,7 +1,8 @@
 """The population strategy: how one epoch's M candidates are trained.
 
 `Population.choose(mode, device, accel)` resolves ``[training] packing`` ("auto" | "sequential"
-| "packed") once: packed (search/packed.py: the M candidates as one vmapped model, one
+| "packed") without measuring (a run decides "auto" on CUDA by a speed trial instead:
+search/packing_trial.py, whose choice builds the Population directly): packed (search/packed.py: the M candidates as one vmapped model, one
 forward/backward per batch) or sequential (search/sequential.py: one candidate after another).
 The memory guard (search/memory.py) may pack `chunk` candidates at a time, or choose
 sequential, when M do not fit on the device. Both paths take the same arguments, give the same results up to float rounding, and apply the
