@@ -178,8 +178,9 @@ def run_epoch(group: Any, trainee: DataParallelTrainee, full: Trainee,
             state = trainee.state() if status == "ok" else None
             result = None
             if group.is_main:
-                if state is not None:
-                    full.load(state)
+                if state is not None:  # the backbone is shared; the whole head, for .logits
+                    full.model.load_state_dict(state["model"])
+                    full.loss.load_state_dict(state["loss"])
                 result = candidate_mod.rate(full, values, train_loss, status, validations, steps)
             result = group.broadcast_object(result, f"candidate {i}'s reward")
             candidate_mod.keep(results, result, lambda state=state: state, keep_all)
