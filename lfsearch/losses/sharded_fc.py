@@ -59,6 +59,22 @@ def shard_range(num_classes: int, rank: int, world: int) -> tuple[int, int]:
     return rank * num_classes // world, (rank + 1) * num_classes // world
 
 
+def check_member(inner: Loss) -> None:
+    """Raise a one-line ValueError unless `inner` can be sharded (module docstring): a
+    normalised head whose target needs cos θ_y only, with reduction 'mean'. No process group
+    is needed (a configuration is checked with it before any rank starts)."""
+    name = getattr(inner, "name", type(inner).__name__)
+    if not isinstance(inner, _NormalizedHead) or name in REFUSED or (
+            name == "modulated" and inner.bins is not None):
+        raise ValueError(f"sharded partial_fc supports normface, cosface, arcface, "
+                         f"combined_margin, modulated (no bins), adaface, magface, "
+                         f"elasticface_*, curricularface, mv_softmax, subcenter_arcface; "
+                         f"got {name!r}" + (" with bins" if name == "modulated" else ""))
+    if inner.reduction != "mean":
+        raise ValueError(f"sharded partial_fc averages over the global batch: reduction "
+                         f"must be 'mean' (allowed: mean); got {inner.reduction!r}")
+
+
 class ShardedPartialFC(Loss):
     """A head member sharded by class over the ranks of `group` (module docstring). Built
     from the full member (same initial weights on every rank, e.g. the same seed); keeps
@@ -69,16 +85,7 @@ class ShardedPartialFC(Loss):
     def __init__(self, inner: Loss, sample_rate: float = 0.1, *, group=None,
                  seed: int = 0) -> None:
         super().__init__()
-        name = getattr(inner, "name", type(inner).__name__)
-        if not isinstance(inner, _NormalizedHead) or name in REFUSED or (
-                name == "modulated" and inner.bins is not None):
-            raise ValueError(f"sharded partial_fc supports normface, cosface, arcface, "
-                             f"combined_margin, modulated (no bins), adaface, magface, "
-                             f"elasticface_*, curricularface, mv_softmax, subcenter_arcface; "
-                             f"got {name!r}" + (" with bins" if name == "modulated" else ""))
-        if inner.reduction != "mean":
-            raise ValueError(f"sharded partial_fc averages over the global batch: reduction "
-                             f"must be 'mean' (allowed: mean); got {inner.reduction!r}")
+        check_member(inner)
         self.group = group
         self.world = dist.get_world_size(group)
         self.rank = dist.get_rank(group)
@@ -110,7 +117,8 @@ class ShardedPartialFC(Loss):
 
     def _rows(self, classes: Tensor) -> Tensor:
         k = self.rows_per_class
-        return classes if k == 1 else (classes[:, None] * k + torch.arange(k)).reshape(-1)
+        return classes if k == 1 else (classes[:, None] * k
+                                       + torch.arange(k, device=classes.device)).reshape(-1)
 
     def forward(self, x_local: Tensor, labels_local: Tensor) -> Tensor:
         inner, update = self.inner, self.training and torch.is_grad_enabled()
@@ -127,7 +135,7 @@ class ShardedPartialFC(Loss):
             classes = sample_classes(local_labels, self.hi - self.lo, self.sample_rate, g)
             self.step += 1
         else:
-            classes = torch.arange(self.hi - self.lo)
+            classes = torch.arange(self.hi - self.lo, device=labels.device)
         self.last_sample = classes + self.lo
         inner.num_classes = int(classes.numel())
         try:
@@ -138,7 +146,7 @@ class ShardedPartialFC(Loss):
         rows = torch.nonzero(own).reshape(-1)
         cols = torch.searchsorted(classes, local_labels)
         s = inner.s
-        cos_part = torch.zeros(n, dtype=z.dtype).index_put((rows,), z[rows, cols] / s)
+        cos_part = torch.zeros(n, dtype=z.dtype, device=z.device).index_put((rows,), z[rows, cols] / s)
         cos_y = dnn.all_reduce(cos_part, group=self.group)
         c = cos_y.detach().clamp(-1.0, 1.0)
         negatives, extra = None, None
@@ -174,19 +182,28 @@ class ShardedPartialFC(Loss):
         return scaled + (loss - scaled).detach()
 
     # ------------------------------------------------------------------ checkpoints
+    def gather_rows(self, local: Tensor) -> Tensor:
+        """The full (C·rows, ...) tensor from every rank's rows of a head-shaped tensor (the
+        weight, or an optimiser's momentum of it); a collective: every rank calls it."""
+        k, local = self.rows_per_class, local.detach()
+        size = (math.ceil(self.num_classes / self.world) + 1) * k
+        padded = local.new_zeros((size, *local.shape[1:]))
+        padded[:local.shape[0]] = local
+        parts = [torch.empty_like(padded) for _ in range(self.world)]
+        dist.all_gather(parts, padded, group=self.group)
+        sizes = [(hi - lo) * k for lo, hi in (shard_range(self.num_classes, r, self.world)
+                                              for r in range(self.world))]
+        return torch.cat([p[:n] for p, n in zip(parts, sizes)])
+
+    def local_rows(self, full: Tensor) -> Tensor:
+        """This rank's rows [lo·rows, hi·rows) of a full head-shaped tensor."""
+        k = self.rows_per_class
+        return full[self.lo * k:self.hi * k]
+
     def gathered_state_dict(self) -> dict:
         """PartialFC's state with the full head (C·rows, D) gathered from every rank (a
         collective: every rank calls it)."""
-        k, d = self.rows_per_class, self.embedding_size
-        size = (math.ceil(self.num_classes / self.world) + 1) * k
-        w = self.inner.weight.detach()
-        padded = torch.zeros(size, d, dtype=w.dtype)
-        padded[:w.shape[0]] = w
-        parts = [torch.empty_like(padded) for _ in range(self.world)]
-        dist.all_gather(parts, padded, group=self.group)
-        full = torch.cat([p[:(shard_range(self.num_classes, r, self.world)[1]
-                              - shard_range(self.num_classes, r, self.world)[0]) * k]
-                          for r, p in enumerate(parts)])
+        full = self.gather_rows(self.inner.weight)
         state = {f"inner.{key}": v for key, v in self.inner.state_dict().items()}
         state["inner.weight"] = full
         if "_extra_state" in self.inner.state_dict() and isinstance(
@@ -194,14 +211,13 @@ class ShardedPartialFC(Loss):
             state["inner._extra_state"] = {**state["inner._extra_state"],
                                            "num_classes": self.num_classes}
         state["_extra_state"] = {"values": {}, "seed": self.seed, "step": self.step,
-                                 "sample_rate": self.sample_rate}
+                                 "sample_rate": self.sample_rate, "loss": PartialFC.name}
         return state
 
     def load_gathered_state_dict(self, state: dict) -> None:
         """Load a gathered (or a one-process PartialFC) state: this rank's rows of the head."""
-        k = self.rows_per_class
         inner = {key[len("inner."):]: v for key, v in state.items() if key.startswith("inner.")}
-        inner["weight"] = inner["weight"][self.lo * k:self.hi * k]
+        inner["weight"] = self.local_rows(inner["weight"])
         if isinstance(inner.get("_extra_state"), dict) and "num_classes" in inner["_extra_state"]:
             inner["_extra_state"] = {**inner["_extra_state"], "num_classes": self.hi - self.lo}
         self.inner.load_state_dict(inner)
@@ -209,4 +225,4 @@ class ShardedPartialFC(Loss):
         self.seed, self.step = int(extra.get("seed", self.seed)), int(extra.get("step", 0))
 
 
-__all__ = ["PartialFC", "ShardedPartialFC", "shard_range"]
+__all__ = ["PartialFC", "ShardedPartialFC", "check_member", "shard_range"]

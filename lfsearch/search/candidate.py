@@ -86,6 +86,16 @@ class Trainee:
         if self.scaler is not None and "scaler" in state:
             self.scaler.load_state_dict(state["scaler"])
 
+    def local_batch(self, images: torch.Tensor, labels: torch.Tensor,
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rows of a batch this process trains on: all of them (data-parallel training
+        takes its rank's slice: search/data_parallel.py)."""
+        return images, labels
+
+    def sync_gradients(self) -> None:
+        """Between backward and the optimiser step: nothing in one process (data-parallel
+        training sums the ranks' gradients here)."""
+
 
 def make_optimizer(name: str, parameters, *, lr: float, momentum: float,
                    weight_decay: float) -> torch.optim.Optimizer:
@@ -189,6 +199,8 @@ def epoch_steps(trainee: Trainee, train: data.LabelledImages, *, batch_size: int
     try:
         for images, labels in data.batches(train, batch_size, generator=generator,
                                            augment=augment, drop_last=drop_last):
+            n = len(labels)
+            images, labels = trainee.local_batch(images, labels)
             with torch.autocast(images.device.type, dtype=autocast_dtype,
                                 enabled=autocast_dtype is not None):
                 embeddings = trainee.model(images)
@@ -204,12 +216,14 @@ def epoch_steps(trainee: Trainee, train: data.LabelledImages, *, batch_size: int
             trainee.optimizer.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler.scale(value).backward()
+                trainee.sync_gradients()
                 scaler.step(trainee.optimizer)
                 scaler.update()
             else:
                 value.backward()
+                trainee.sync_gradients()
                 trainee.optimizer.step()
-            yield value.detach(), len(labels)
+            yield value.detach(), n
     finally:
         step_stats.restore_validate(checked or [])
 
@@ -269,16 +283,12 @@ def skipped(values: dict[str, float]) -> CandidateResult:
     """The result of a candidate that diverged earlier in its interval (not trained again)."""
     return CandidateResult(dict(values), WORST_REWARD, float("nan"), "diverged", steps=0)
 
-def record_candidate(results: list[CandidateResult], values: dict[str, float], train_loss: float,
-                     status: str, trainee: Trainee, validations: list[Validation],
-                     on_candidate: Callable[[int, CandidateResult], None] | None,
-                     keep_all: bool = False, step_losses: list[float] | None = None) -> None:
-    """Reward the candidate `trainee` now holds, append its result, and keep the state of the
-    best candidate so far only (the first on ties), or of every candidate that did not
-    diverge (keep_all); a diverged one gets WORST_REWARD.
-
-    A candidate whose training went through but whose weights, or validation embeddings, are
-    not finite is marked diverged here."""
+def rate(trainee: Trainee, values: dict[str, float], train_loss: float, status: str,
+         validations: list[Validation], step_losses: list[float] | None = None,
+         ) -> CandidateResult:
+    """The result of the candidate `trainee` now holds, without its state: its reward on
+    `validations`, or WORST_REWARD when it diverged. A candidate whose training went through
+    but whose weights, or validation embeddings, are not finite is marked diverged here."""
     if status == "ok" and not finite_state(trainee):
         status = "diverged"
     samples: list = []
@@ -291,18 +301,35 @@ def record_candidate(results: list[CandidateResult], values: dict[str, float], t
             status = "diverged"
     if status != "ok":
         reward, metrics = WORST_REWARD, {}
-    result = CandidateResult(dict(values), reward, train_loss, status, metrics,
-                             samples=samples if status == "ok" else [],
-                             step_losses=list(step_losses or []))
+    return CandidateResult(dict(values), reward, train_loss, status, metrics,
+                           samples=samples if status == "ok" else [],
+                           step_losses=list(step_losses or []))
+
+
+def keep(results: list[CandidateResult], result: CandidateResult,
+         state: Callable[[], dict[str, Any]], keep_all: bool = False) -> None:
+    """Append `result`, giving it state() when it is the best so far (the first on ties; the
+    previous best drops its state), or, with keep_all, whenever it did not diverge."""
     best = next((r for r in results if r.state is not None), None)
     if keep_all:
-        if status == "ok":
-            result.state = trainee.state()
-    elif status == "ok" and (best is None or reward > best.reward):
+        if result.status == "ok":
+            result.state = state()
+    elif result.status == "ok" and (best is None or result.reward > best.reward):
         if best is not None:
             best.state = None
-        result.state = trainee.state()
+        result.state = state()
     results.append(result)
+
+
+def record_candidate(results: list[CandidateResult], values: dict[str, float], train_loss: float,
+                     status: str, trainee: Trainee, validations: list[Validation],
+                     on_candidate: Callable[[int, CandidateResult], None] | None,
+                     keep_all: bool = False, step_losses: list[float] | None = None) -> None:
+    """Reward the candidate `trainee` now holds (`rate`), append its result, and keep the
+    state of the best candidate so far only, or of every candidate that did not diverge
+    (keep_all: `keep`)."""
+    result = rate(trainee, values, train_loss, status, validations, step_losses)
+    keep(results, result, trainee.state, keep_all)
     if on_candidate is not None:
         on_candidate(len(results) - 1, result)
 

@@ -40,6 +40,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 import tomli_w
 
 from lfsearch import losses, models
+from lfsearch.losses import sharded_fc
 from lfsearch.search import controllers, study_section
 from lfsearch.search.broadcast import BROADCASTS
 from lfsearch.search.controllers import ParamSpec
@@ -95,7 +96,11 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "amp": "auto",       # auto (bf16 on CUDA) | off | bf16 | fp16 (GradScaler); CPU: always off
     "packing": "auto",   # auto | sequential | packed (auto: measured on CUDA, sequential on CPU)
     "compile": False,    # torch.compile the backbone (worth it on a GPU for long runs)
+    # under torchrun: "candidates" (rank r trains candidates i ≡ r mod K) or "data" (every
+    # rank trains every candidate on its slice of each batch; search/data_parallel.py)
+    "parallel": "candidates",
 }
+PARALLEL_MODES = ("candidates", "data")
 RUN_DEFAULTS: dict[str, Any] = {"seed": 0, "device": "auto", "threads": 0}  # 0: PyTorch's default
 MAX_SEED = 2**32 - 1  # numpy's and many generators' limit
 
@@ -476,6 +481,15 @@ def validate(raw: dict[str, Any], source: str = "<config>") -> dict[str, Any]:
              f"one of auto, sequential, packed (got {training['packing']!r})")
     _require(isinstance(training["compile"], bool), source, "training.compile",
              f"true or false (got {training['compile']!r})")
+    _require(training["parallel"] in PARALLEL_MODES, source, "training.parallel",
+             f"one of {', '.join(PARALLEL_MODES)} (got {training['parallel']!r})")
+    if training["parallel"] == "data":
+        _require(training["packing"] != "packed", source, "training.packing",
+                 "auto or sequential with training.parallel = \"data\" (the ranks train one "
+                 "candidate at a time together)")
+        _require(training["amp"] != "fp16", source, "training.amp",
+                 "auto, off or bf16 with training.parallel = \"data\" (fp16's loss scaling "
+                 "skips steps per rank)")
     _require(isinstance(training["benchmark"], str) and training["benchmark"], source,
              "training.benchmark", "a benchmark spec such as digits or mnist:DIR")
     _require(training["model"] == "auto" or training["model"] in models.available(), source,
@@ -509,6 +523,11 @@ def validate(raw: dict[str, Any], source: str = "<config>") -> dict[str, Any]:
         raise ValueError(f"{source}: [controller]: {exc}") from None
     try:
         head = losses.build(name, embedding_size=8, num_classes=4, **loss_arguments(config))
+        if config["training"]["parallel"] == "data" and loss.get("partial_fc") is not None:
+            try:  # under torchrun the head is sharded over the ranks
+                sharded_fc.check_member(head.inner)
+            except ValueError as exc:
+                raise ValueError(f"with training.parallel = \"data\": {exc}") from None
         if hasattr(head, "check_ranges") and specs:  # a loss that needs a safe search box
             head.check_ranges({s.name: (s.low, s.high) for s in specs})
     except (ValueError, TypeError) as exc:

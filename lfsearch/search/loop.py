@@ -50,6 +50,7 @@ from lfsearch.search import candidate as candidate_mod
 from lfsearch.search import checkpoint as checkpoint_mod
 from lfsearch.search import config as config_mod
 from lfsearch.search import controllers, tracking
+from lfsearch.search import data_parallel as data_parallel_mod
 from lfsearch.search import distributed as distributed_mod
 from lfsearch.search import memory as memory_mod
 from lfsearch.search import packing_trial
@@ -150,6 +151,13 @@ class Search:
             raise ValueError("controller.broadcast and controller.reject_after need one "
                              "process; under torchrun allowed: broadcast = \"best\", "
                              "reject_after = 0")
+        # [training] parallel = "data" under torchrun: the ranks train each candidate together
+        self.data_parallel = group is not None and training["parallel"] == "data"
+        if self.data_parallel and training["batch_size"] < 2 * group.world_size:
+            raise ValueError(f"training.batch_size must be >= 2 × {group.world_size} ranks with "
+                             f"training.parallel = \"data\" (each rank trains on its slice "
+                             f"of a batch; got {training['batch_size']})")
+        self.dp: data_parallel_mod.DataParallelTrainee | None = None
         self.epochs = training["epochs"]
         self.augment = (self.benchmark.augment if training["augment"] == "auto"
                         else training["augment"])
@@ -174,6 +182,11 @@ class Search:
             return
         trainee = self.build_trainee()
         self.packing = self._choose_packing(trainee, resume)
+        if self.data_parallel:  # this rank's trainee: the head sharded or replicated
+            t = self.config["training"]
+            self.dp = data_parallel_mod.DataParallelTrainee(trainee, functools.partial(
+                candidate_mod.make_optimizer, t["optimizer"], lr=t["lr"],
+                momentum=t["momentum"], weight_decay=t["weight_decay"]))
         controller = self.build_controller() if self.writes else None  # lives on rank 0 only
         ckpt, source = None, None
         if resume and self.writes:
@@ -197,7 +210,8 @@ class Search:
             seed=derive_seed(self.seed, "packing-trial"))
         previous = (_read_manifest(self.out / "manifest.json").get("packing")
                     if resume and self.writes else None)
-        return packing_trial.decide(t["packing"], self.device, self.accel, plan=plan,
+        setting = "sequential" if self.data_parallel else t["packing"]  # data: one at a time
+        return packing_trial.decide(setting, self.device, self.accel, plan=plan,
                                     trial=trial, reject=self.reject is not None,
                                     torchrun=self.group is not None,
                                     previous=previous if isinstance(previous, dict) else None)
@@ -290,6 +304,18 @@ class Search:
                 augment=self.augment, on_candidate=on_candidate, keep_all=keep_all,
                 **({"reject": self.reject} if self.reject is not None else {}))
 
+        if self.dp is not None:  # every rank trains every candidate on its slice of a batch
+            training = self.config["training"]
+            population = population_mod.Population.choose("sequential", self.device, self.accel)
+            return data_parallel_mod.run_epoch(
+                self.group, self.dp, trainee, start, params,
+                train=population.prepare(self.dp, self.benchmark.train),
+                validations=self.validations, batch_size=training["batch_size"],
+                lr=self.lr_at(epoch), data_seed=derive_seed(self.seed, "data", epoch),
+                candidate_seeds=[derive_seed(self.seed, "candidate", epoch, i)
+                                 for i in range(len(params))],
+                augment=self.augment, on_candidate=on_candidate,
+                autocast_dtype=self.accel.autocast, keep_all=keep_all)
         if self.group is not None:
             return distributed_mod.run_epoch(self.group, train, len(params), self.device,
                                          on_candidate, epoch=epoch, keep_all=keep_all)
@@ -575,6 +601,7 @@ class Search:
             "packing": self.packing.describe(),  # the path and why (packing_trial.py)
             **({"test_benchmarks": list(self.test_benchmarks)} if self.test_benchmarks else {}),
             **({"distributed": self.group.describe()} if self.group is not None else {}),
+            **({"parallel": "data"} if self.data_parallel else {}),
         }
 
 def search(space: str | os.PathLike, *, benchmark: str | None = None, epochs: int | None = None,

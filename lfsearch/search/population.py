@@ -50,6 +50,18 @@ class Population:
             return cls(plan.mode, accel, plan.chunk)
         return cls(resolved, accel)
 
+    def prepare(self, trainee: Trainee, train: data.LabelledImages) -> data.LabelledImages:
+        """The sequential path's `accel` applied: channels_last backbone and images, and the
+        backbone compiled in place (its state_dict keys stay as they are); returns `train`."""
+        accel = self.accel
+        if accel.channels_last:
+            trainee.model.to(memory_format=torch.channels_last)
+        if accel.channels_last and isinstance(train, data.LabelledImages):
+            train = dataclasses.replace(train, images=_images(train.images, accel))
+        if accel.compile and getattr(trainee.model, "_compiled_call_impl", None) is None:
+            trainee.model.compile()
+        return train
+
     def run_epoch(self, trainee: Trainee, start: dict[str, Any] | list[dict[str, Any] | None],
                   params: list[dict[str, float]],
                   *, train: data.LabelledImages, validations: list[Validation], batch_size: int,
@@ -72,12 +84,7 @@ class Population:
             if self.chunk is not None and self.chunk < len(params):
                 return run_in_chunks(trainee, start, params, self.chunk, accel=accel, **kwargs)
             return run_epoch_packed(trainee, start, params, accel=accel, **kwargs)
-        if accel.channels_last:
-            trainee.model.to(memory_format=torch.channels_last)
-        if accel.channels_last and isinstance(train, data.LabelledImages):
-            kwargs["train"] = dataclasses.replace(train, images=_images(train.images, accel))
-        if accel.compile and getattr(trainee.model, "_compiled_call_impl", None) is None:
-            trainee.model.compile()  # in place: the state_dict keys stay as they are
+        kwargs["train"] = self.prepare(trainee, train)
         if reject is not None:
             return run_epoch_rejecting(trainee, start, params, reject_after=reject[0],
                                        reject_margin=reject[1], autocast_dtype=accel.autocast,
