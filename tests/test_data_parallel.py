@@ -2,8 +2,8 @@
 trains every candidate on its slice of each batch, with the Partial FC head sharded over the
 ranks. On 2 gloo ranks a training epoch's losses and its gathered full state equal one process
 with the full head at sample rate 1; `lfsearch search` runs for several margin members and
-leaves a checkpoint with the whole head, which one process resumes; members the sharded head
-cannot take are refused when the configuration is read."""
+leaves a checkpoint with the whole head, which one process resumes; every member the sampled
+head takes is taken in data mode (the sharded head supports every head member)."""
 
 from __future__ import annotations
 
@@ -34,11 +34,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 # --- one epoch on 2 ranks = one process with the full head --------------------------------
-def _trainee(name: str, partial_fc: float | None) -> Trainee:
+def _trainee(name: str, partial_fc: float | None, **params) -> Trainee:
     """A backbone without BatchNorm (its statistics are per slice) and a head, seeded."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, D))
-    loss = losses.build(name, embedding_size=D, num_classes=C, s=16.0,
+    loss = losses.build(name, embedding_size=D, num_classes=C, **(params or {"s": 16.0}),
                         **({"partial_fc": partial_fc} if partial_fc is not None else {}))
     optimizer = make_optimizer("sgd", list(model.parameters()) + list(loss.parameters()),
                                lr=0.1, momentum=0.9, weight_decay=5e-4)
@@ -63,9 +63,12 @@ def equal_worker(rank: int, world: int, port: int) -> None:
         g = torch.Generator().manual_seed(7)
         train = data.LabelledImages(torch.randn(48, 1, 8, 8, generator=g),
                                     torch.randint(0, C, (48,), generator=g))
-        # sharded at rate 1 (a plain target; a batch statistic), and a replicated head
-        for name, partial_fc in [("arcface", 1.0), ("curricularface", 1.0), ("cosface", None)]:
-            full = _trainee(name, partial_fc)
+        # sharded at rate 1 (a plain target; a batch statistic; a sharded bias and its
+        # momentum; a learned α every rank holds whole), and a replicated head
+        for name, partial_fc, params in [
+                ("arcface", 1.0, {}), ("curricularface", 1.0, {}), ("softmax", 1.0, {"bias": True}),
+                ("l2_softmax", 1.0, {"learn_alpha": True}), ("cosface", None, {})]:
+            full = _trainee(name, partial_fc, **params)
             reference = copy.deepcopy(full)
             start = full.state()
             dp = DataParallelTrainee(full, lambda p: make_optimizer(
@@ -105,19 +108,16 @@ def _config(**training) -> dict:
             "training": {"parallel": "data", **training}}
 
 
-@pytest.mark.parametrize("name", ["softmax", "am_lfs"])
-def test_members_the_sharded_head_cannot_take_are_refused_in_one_line(name):
+@pytest.mark.parametrize("name, options", [("softmax", {}), ("am_lfs", {}), ("adacos", {}),
+                                           ("sphereface", {}), ("modulated", {"bins": 2})])
+def test_every_member_of_the_sampled_head_shards_in_data_mode(name, options):
     raw = _config()
-    raw["loss"]["name"] = name
-    with pytest.raises(ValueError, match=r"training.parallel = \"data\".*sharded partial_fc "
-                                         rf"supports .*got '{name}'") as info:
+    raw["loss"].update(name=name, **options)
+    config_mod.validate(raw, "space.toml")  # the sharded head takes every head member
+    raw["loss"] = {"name": "weighted_softmax", "partial_fc": 0.5}  # the sampled head refuses it
+    with pytest.raises(ValueError, match="partial_fc needs a class-head member") as info:
         config_mod.validate(raw, "space.toml")
     assert "\n" not in str(info.value)
-    raw["training"]["parallel"] = "candidates"  # dealt-out candidates keep the sampled head
-    config_mod.validate(raw, "space.toml")
-    raw["training"]["parallel"] = "data"
-    del raw["loss"]["partial_fc"]  # a replicated head takes any member
-    config_mod.validate(raw, "space.toml")
 
 
 @pytest.mark.parametrize("training, field", [
@@ -134,11 +134,14 @@ def test_parallel_options_are_checked(training, field):
 # --- lfsearch search on 2 gloo ranks ---------------------------------------------------------
 MEMBERS = {"normface": ("s", 8.0, 16.0, 12.0), "cosface": ("m", 0.1, 0.4, 0.3),
            "arcface": ("m", 0.1, 0.5, 0.3), "modulated": ("a", 1.0, 3.0, 1.5),
-           "curricularface": ("m", 0.1, 0.5, 0.3)}
+           "curricularface": ("m", 0.1, 0.5, 0.3),
+           "modulated_bins": ("a_0", 1.0, 3.0, 1.5)}  # p over both ranks' classes
+LOSS = {"modulated_bins": ("modulated", "bins = 2")}  # run name: (loss, more [loss] lines)
 SPACE = """[loss]
 name = "{name}"
 partial_fc = 0.5
 {scale}
+{more}
 [loss.params.{param}]
 init = {init}
 low = {low}
@@ -167,7 +170,9 @@ def member_runs(tmp_path_factory) -> dict[str, Path]:
     calls = []
     for name, (param, low, high, init) in MEMBERS.items():
         space = root / f"{name}.toml"
-        space.write_text(SPACE.format(name=name, param=param, low=low, high=high, init=init,
+        loss, more = LOSS.get(name, (name, ""))
+        space.write_text(SPACE.format(name=loss, more=more, param=param, low=low, high=high,
+                                      init=init,
                                       epochs=EPOCHS.get(name, 1),
                                       scale="" if param == "s" else "s = 16.0"))
         calls.append(["search", str(space), "--device", "cpu", "--out", str(root / name),

@@ -463,7 +463,13 @@ class AdaCos(_Head):
         masked = zf.index_put((rows, labels), torch.tensor(float("-inf"), dtype=zf.dtype,
                                                            device=zf.device))
         log_b = torch.logsumexp(masked.flatten(), dim=0) - math.log(zf.shape[0])
-        theta_med = torch.median(torch.arccos(cos_y))
+        return self.scale_from(log_b, cos_y)
+
+    def scale_from(self, log_b: Tensor, cos_y: Tensor) -> Tensor:
+        """The dynamic scale from log B_avg and the batch's cos θ_y (float64; the old scale
+        where the result is not finite and positive). The sharded head
+        (losses/sharded_fc.py) gives B_avg and cos θ_y over every rank's classes."""
+        theta_med = torch.median(torch.arccos(cos_y.clamp(-1.0, 1.0)))
         new = log_b / torch.cos(theta_med.clamp(max=math.pi / 4))
         ok = torch.isfinite(new) & (new > 0)
         return torch.where(ok, new, self.scale)

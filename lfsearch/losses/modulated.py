@@ -95,6 +95,13 @@ class Modulated(_NormalizedHead):
             return None, -self.log_a.to(z.dtype), None
         with torch.no_grad():  # the bin of p, the true class's plain softmax probability
             rows = torch.arange(z.shape[0], device=z.device)
-            log_p = z[rows, labels].float() - torch.logsumexp(z, dim=1).float()
+            return None, self.bin_shift(z[rows, labels], torch.logsumexp(z, dim=1)), None
+
+    def bin_shift(self, z_y: Tensor, lse: Tensor) -> Tensor:
+        """The target's shift −log a_i, i the bin of p = exp(z_y − lse) (plain target logit
+        z_y and log-sum-exp of the plain logits over the classes; no gradient). The sharded
+        head (losses/sharded_fc.py) gives the log-sum-exp over every rank's classes."""
+        with torch.no_grad():
+            log_p = z_y.detach().float() - lse.detach().float()
             idx = margins_mod.bin_index(log_p.exp(), self.bins, margins_mod.TAU_DOMAIN)
-            return None, -self.log_a[idx].to(z.dtype), None
+            return -self.log_a[idx].to(z_y.dtype)

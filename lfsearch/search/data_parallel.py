@@ -8,16 +8,17 @@ rank draws the same B from the epoch's data seed):
 
     B_r   = rows [⌊r·n/K⌋, ⌊(r+1)·n/K⌋) of B                    rank r's slice, n_r rows
     head  = ShardedPartialFC ([loss] partial_fc = r: rank r holds the class centres
-            [⌊r·C/K⌋, ⌊(r+1)·C/K⌋) and samples among them; losses/sharded_fc.py), or, without
-            partial_fc, the whole head on every rank
+            [⌊r·C/K⌋, ⌊(r+1)·C/K⌋) and their bias, and samples among them;
+            losses/sharded_fc.py), or, without partial_fc, the whole head on every rank
     g_r   = ∇ of rank r's share of L = (1/n) Σ_{i ∈ B} ℓ_i:
               sharded:    its back-propagation of L/K through the collectives gives its rows'
                           exact ∂L/∂x_i, so g_r = Σ_{i ∈ B_r} ∂L/∂x_i · ∂x_i/∂θ
               replicated: the share (n_r/n)·L_r, L_r the mean loss of B_r
-    g     = Σ_r g_r  (one all_reduce SUM of the backbone's gradients, and of a replicated
-            head's: the sum of the shares' gradients is ∇L; DDP's average of K·share)
-    step  = the optimiser's step with g on every rank; a head shard steps with its own rows'
-            gradient, which the sharded loss already made exact
+    g     = Σ_r g_r  (one all_reduce SUM of the backbone's gradients, of a replicated
+            head's and of what a sharded head holds whole on every rank, l2_softmax's learned
+            α: the sum of the shares' gradients is ∇L; DDP's average of K·share)
+    step  = the optimiser's step with g on every rank; a head shard (weight, bias) steps
+            with its own rows' gradient, which the sharded loss already made exact
 
 So with the sharded head the loss and every gradient are those of one process on the whole
 batch (the member's batch statistics too: CurricularFace's t, AdaFace's norms); with
@@ -91,12 +92,12 @@ class DataParallelTrainee(Trainee):
         model = full.model
         super().__init__(model, loss, optimizer(list(model.parameters()) +
                                                 list(loss.parameters())))
-        self.sharded = loss.inner.weight if isinstance(loss, ShardedPartialFC) else None
-        self.summed = [p for p in self.optimizer.param_groups[0]["params"]
-                       if p is not self.sharded]
-        # the sharded weight's index in the optimiser's state_dict (params numbered in order)
-        self.head_index = next((i for i, p in enumerate(self.optimizer.param_groups[0]["params"])
-                                if p is self.sharded), None)
+        # the head's class shards (weight, bias) with their rows per class
+        sharded = loss.sharded_parameters() if isinstance(loss, ShardedPartialFC) else []
+        params = self.optimizer.param_groups[0]["params"]
+        self.summed = [p for p in params if all(p is not q for q, _ in sharded)]
+        # each shard's index in the optimiser's state_dict (params numbered in order)
+        self.head_index = {i: k for i, p in enumerate(params) for q, k in sharded if p is q}
 
     # ------------------------------------------------------------------ one step
     def local_batch(self, images: torch.Tensor, labels: torch.Tensor,
@@ -123,10 +124,11 @@ class DataParallelTrainee(Trainee):
         optimizer = copy.deepcopy(state["optimizer"])
         if isinstance(self.loss, ShardedPartialFC):
             self.loss.load_gathered_state_dict(state["loss"])
-            moments = optimizer["state"].get(self.head_index, {})
-            for key, value in moments.items():  # momentum, exp_avg, ...: this rank's rows
-                if isinstance(value, torch.Tensor) and value.dim() >= 1:
-                    moments[key] = self.loss.local_rows(value).clone()
+            for index, per_class in self.head_index.items():
+                moments = optimizer["state"].get(index, {})
+                for key, value in moments.items():  # momentum, exp_avg, ...: this rank's rows
+                    if isinstance(value, torch.Tensor) and value.dim() >= 1:
+                        moments[key] = self.loss.local_rows(value, per_class).clone()
         else:
             self.loss.head.load_state_dict(state["loss"])
         self.optimizer.load_state_dict(optimizer)
@@ -140,10 +142,11 @@ class DataParallelTrainee(Trainee):
         optimizer = copy.deepcopy(self.optimizer.state_dict())
         if isinstance(self.loss, ShardedPartialFC):
             loss = self.loss.gathered_state_dict()
-            moments = optimizer["state"].get(self.head_index, {})
-            for key, value in sorted(moments.items()):  # the same order on every rank
-                if isinstance(value, torch.Tensor) and value.dim() >= 1:
-                    moments[key] = self.loss.gather_rows(value)
+            for index, per_class in sorted(self.head_index.items()):  # same order everywhere
+                moments = optimizer["state"].get(index, {})
+                for key, value in sorted(moments.items()):
+                    if isinstance(value, torch.Tensor) and value.dim() >= 1:
+                        moments[key] = self.loss.gather_rows(value, per_class)
         else:
             loss = self.loss.head.state_dict()
         return copy.deepcopy({"model": self.model.state_dict(), "loss": loss,
