@@ -160,6 +160,28 @@ lr = 0.05
 parallel = "data"
 """
 EPOCHS = {"arcface": 2}  # its epoch-0 checkpoint is resumed in one process below
+# every other head member, at its defaults with a fixed controller (weighted_softmax: the
+# config builds the one-process sampled head first, which refuses it; see docs)
+FIXED_MEMBERS = ("softmax", "lsoftmax", "sphereface", "l2_softmax", "combined_margin", "am_lfs",
+                 "adaface", "magface", "elasticface_arc", "elasticface_cos",
+                 "elasticface_arc_plus", "elasticface_cos_plus", "mv_softmax",
+                 "subcenter_arcface", "adacos")
+FIXED_SPACE = """[loss]
+name = "{name}"
+partial_fc = 0.5
+
+[controller]
+kind = "fixed"
+candidates = 1
+
+[training]
+benchmark = "digits-closed"
+embedding_size = 16
+epochs = 1
+batch_size = 64
+lr = 0.05
+parallel = "data"
+"""
 
 
 @pytest.fixture(scope="module")
@@ -177,6 +199,11 @@ def member_runs(tmp_path_factory) -> dict[str, Path]:
                                       scale="" if param == "s" else "s = 16.0"))
         calls.append(["search", str(space), "--device", "cpu", "--out", str(root / name),
                       "--quiet", "--dist-timeout", "20"])
+    for name in FIXED_MEMBERS:
+        space = root / f"{name}.toml"
+        space.write_text(FIXED_SPACE.format(name=name))
+        calls.append(["search", str(space), "--device", "cpu", "--out", str(root / name),
+                      "--quiet", "--dist-timeout", "20"])
     script = root / "job.py"
     script.write_text(  # one process group for the job, which every search then uses
         "import torch.distributed as dist\nfrom lfsearch.cli import main\n"
@@ -188,10 +215,10 @@ def member_runs(tmp_path_factory) -> dict[str, Path]:
     proc = subprocess.run(cmd, check=False, env=env(PYTHONPATH=str(REPO)),
                           capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    return {name: root / name for name in MEMBERS}
+    return {name: root / name for name in (*MEMBERS, *FIXED_MEMBERS)}
 
 
-@pytest.mark.parametrize("name", list(MEMBERS))
+@pytest.mark.parametrize("name", [*MEMBERS, *FIXED_MEMBERS])
 def test_a_two_rank_data_parallel_search_keeps_the_whole_head(member_runs, name):
     run = member_runs[name]
     results = json.loads((run / "results.json").read_text())
@@ -199,10 +226,11 @@ def test_a_two_rank_data_parallel_search_keeps_the_whole_head(member_runs, name)
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["distributed"]["world_size"] == 2 and manifest["parallel"] == "data"
     state = torch.load(run / "checkpoint.pt", weights_only=True)["state"]
-    assert state["loss"]["inner.weight"].shape == (C, 16)  # gathered from both ranks
+    rows = C * (3 if name == "subcenter_arcface" else 1)  # 3 sub-centres per class
+    assert state["loss"]["inner.weight"].shape == (rows, 16)  # gathered from both ranks
     assert state["loss"]["_extra_state"]["step"] > 0
     momentum = state["optimizer"]["state"]
-    assert any(v["momentum_buffer"].shape == (C, 16) for v in momentum.values())
+    assert any(v["momentum_buffer"].shape == (rows, 16) for v in momentum.values())
 
 
 def test_one_process_resumes_the_two_rank_checkpoint(member_runs, tmp_path):

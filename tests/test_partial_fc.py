@@ -130,3 +130,25 @@ def test_a_search_trains_with_partial_fc(tmp_path):
     assert math.isfinite(out["test"][out["test_metric"]])
     state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["state"]["loss"]
     assert state["_extra_state"]["step"] > 0 and "inner.weight" in state
+
+
+HEAD_MEMBERS = ("softmax", "lsoftmax", "sphereface", "l2_softmax", "normface", "cosface",
+                "arcface", "combined_margin", "modulated", "am_lfs", "adaface", "magface",
+                "elasticface_arc", "elasticface_cos", "elasticface_arc_plus",
+                "elasticface_cos_plus", "curricularface", "mv_softmax", "subcenter_arcface",
+                "adacos")
+
+
+@pytest.mark.parametrize("name", HEAD_MEMBERS)
+def test_every_head_member_searches_with_the_sampled_head(tmp_path, name):
+    """One epoch of `lfsearch search` with partial_fc = 0.5 per member: it trains on sampled
+    rows (the sample step advanced) and tests with the whole head (C rows per sub-centre)."""
+    space = tmp_path / "space.toml"
+    space.write_text(f'[loss]\nname = "{name}"\npartial_fc = 0.5\n\n[controller]\nkind = "fixed"\n'
+                     'candidates = 1\n\n[training]\nbenchmark = "digits-closed"\n'
+                     'embedding_size = 16\nepochs = 1\nbatch_size = 64\nlr = 0.05\n')
+    out = search(space, seed=0, device="cpu", out=tmp_path / "run")
+    assert math.isfinite(out["test"][out["test_metric"]])
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["state"]["loss"]
+    assert state["_extra_state"]["step"] > 0
+    assert state["inner.weight"].shape[0] == 10 * (3 if name == "subcenter_arcface" else 1)
