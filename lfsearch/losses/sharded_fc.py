@@ -14,7 +14,7 @@ One step, each rank with its own batch (x_r, y_r):
     L         = mean_i [ logsumexp_r lse_r,i − new_y,i ] (+ MagFace's g term)
 
 Every rank computes the same L; the collectives are the differentiable ones of
-torch.distributed.nn, and each rank back-propagates L/K, so the K backward passes add up to
+lfsearch/losses/collectives.py, and each rank back-propagates L/K, so the K backward passes add up to
 the exact gradient of the rows it holds and of x. A parameter every rank holds whole
 (l2_softmax's learned α) gets this rank's part of its gradient: the sum over the ranks is
 the exact one (data_parallel sums it, as the backbone's).
@@ -50,10 +50,10 @@ import math
 
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as dnn
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from lfsearch.losses import collectives
 from lfsearch.losses import margins
 from lfsearch.losses.adaptive_margins import AdaCos
 from lfsearch.losses.am_lfs import AMLFS
@@ -160,7 +160,7 @@ class ShardedPartialFC(Loss):
 
     def forward(self, x_local: Tensor, labels_local: Tensor) -> Tensor:
         inner, update = self.inner, self.training and torch.is_grad_enabled()
-        x = torch.cat(dnn.all_gather(x_local, group=self.group))
+        x = torch.cat(collectives.all_gather(x_local, group=self.group))
         gathered = [torch.empty_like(labels_local) for _ in range(self.world)]
         dist.all_gather(gathered, labels_local, group=self.group)
         labels = torch.cat(gathered)
@@ -185,7 +185,7 @@ class ShardedPartialFC(Loss):
             inner.num_classes = self.hi - self.lo
         rows = torch.nonzero(own).reshape(-1)
         cols = torch.searchsorted(classes, local_labels)
-        z_y = dnn.all_reduce(z.new_zeros(n).index_put((rows,), z[rows, cols]), group=self.group)
+        z_y = collectives.all_reduce(z.new_zeros(n).index_put((rows,), z[rows, cols]), group=self.group)
         if isinstance(inner, AdaCos) and inner.dynamic and update:
             ratio = self._adacos_ratio(z, z_y, rows, cols)
             z, z_y = z * ratio, z_y * ratio
@@ -196,7 +196,7 @@ class ShardedPartialFC(Loss):
             hard[rows, cols] = False
             z = torch.where(hard, transform(z)[0], z)
         z = z.index_put((rows, cols), new_y[rows].to(z.dtype))
-        lse = torch.logsumexp(torch.stack(dnn.all_gather(torch.logsumexp(z, 1),
+        lse = torch.logsumexp(torch.stack(collectives.all_gather(torch.logsumexp(z, 1),
                                                          group=self.group)), 0)
         per_sample = lse - new_y
         if extra is not None:
@@ -231,7 +231,7 @@ class ShardedPartialFC(Loss):
         elif isinstance(inner, _MarginHead) and not isinstance(inner, _NormalizedHead):
             # L-Softmax's ‖W_y‖·‖x‖, SphereFace's ‖x‖: on the owner rank, all-reduced
             part = inner._target_scale(x[rows], local_labels).to(z_y.dtype)
-            scale = dnn.all_reduce(z_y.new_zeros(z_y.shape[0]).index_put((rows,), part),
+            scale = collectives.all_reduce(z_y.new_zeros(z_y.shape[0]).index_put((rows,), part),
                                    group=self.group)
             spec = inner.target_and_slope, None, scale
         else:  # these targets read neither the labels nor the logits' values (only dtype)
