@@ -20,7 +20,8 @@ MEMBERS = [("softmax", {"bias": True}), ("cosface", {}), ("arcface", {}),
            ("modulated", {"bins": 3, "a": [2.0, 5.0, 9.0]}), ("am_lfs", {}),
            ("sphereface", {}), ("l2_softmax", {}), ("adaface", {}), ("magface", {}),
            ("elasticface_arc", {"seed": 3}), ("curricularface", {}), ("mv_softmax", {}),
-           ("subcenter_arcface", {}), ("adacos", {})]
+           ("subcenter_arcface", {}), ("adacos", {}), ("weighted_softmax", {}),
+           ("weighted_softmax", {"class_weights": [0.5, 2.0, 1.0, 3.0, 0.25] * 2})]
 
 
 def batch(n=12, d=8, c=10, seed=0):
@@ -114,8 +115,8 @@ def test_partial_fc_refuses_what_it_cannot_sample():
     for bad in (0, 1.5, "x"):
         with pytest.raises(ValueError, match=r"partial_fc"):
             losses.build("arcface", embedding_size=4, num_classes=10, partial_fc=bad)
-    with pytest.raises(ValueError, match="weighted_softmax"):
-        losses.build("weighted_softmax", embedding_size=4, num_classes=10, partial_fc=0.5)
+    with pytest.raises(ValueError, match="class-head member.*got 'center'"):
+        PartialFC(losses.build("center", embedding_size=4, num_classes=10), 0.5)
     with pytest.raises(ValueError, match="aux"):
         losses.build("arcface", embedding_size=4, num_classes=10, partial_fc=0.5, aux="center")
 
@@ -132,7 +133,7 @@ def test_a_search_trains_with_partial_fc(tmp_path):
     assert state["_extra_state"]["step"] > 0 and "inner.weight" in state
 
 
-HEAD_MEMBERS = ("softmax", "lsoftmax", "sphereface", "l2_softmax", "normface", "cosface",
+HEAD_MEMBERS = ("softmax", "weighted_softmax", "lsoftmax", "sphereface", "l2_softmax", "normface", "cosface",
                 "arcface", "combined_margin", "modulated", "am_lfs", "adaface", "magface",
                 "elasticface_arc", "elasticface_cos", "elasticface_arc_plus",
                 "elasticface_cos_plus", "curricularface", "mv_softmax", "subcenter_arcface",

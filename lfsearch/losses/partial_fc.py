@@ -19,8 +19,9 @@ Exact under sampling: every statistic that depends on the batch only (Curricular
 from the target cosines; AdaFace's norm mean and std; MagFace; ElasticFace's draws).
 Approximate, because it sums over the sampled classes only: the softmax probability p
 (Modulated with bins, AM-LFS: p over S is larger than over all classes) and AdaCos's dynamic
-scale (B_avg over the sampled negatives). Not supported: weighted_softmax (its per-class
-running counts) and joint terms (aux=...).
+scale (B_avg over the sampled negatives). weighted_softmax: its C class weights (and the
+balanced counts, from the batch's labels) stay whole, and the sampled call reads w_S:
+L = Σ_i w_{y_i}·CE_S,i / Σ_i w_{y_i}. Not supported: joint terms (aux=...).
 
 The sample of step t comes from a generator seeded by (seed, t); the seed and t are saved in
 ``state_dict()``, so a resumed run draws the samples an uninterrupted one draws.
@@ -36,6 +37,7 @@ from torch.func import functional_call
 
 from lfsearch.losses import margins
 from lfsearch.losses.base import Loss, _Head
+from lfsearch.losses.fixed_margins import WeightedSoftmax
 
 
 def check_sample_rate(value) -> float:
@@ -66,16 +68,14 @@ class PartialFC(Loss):
 
     name = "partial_fc"
     formula = "member(x, y | W_S), S = batch classes + random negatives, |S| = max(ceil(rC), #pos)"
-    UNSUPPORTED = ("weighted_softmax",)
 
     def __init__(self, inner: Loss, sample_rate: float = 0.1, *, seed: int | None = None,
                  generator: torch.Generator | None = None) -> None:
         super().__init__()
-        if not isinstance(inner, _Head) or inner.name in self.UNSUPPORTED:
-            raise ValueError(f"partial_fc needs a class-head member of the softmax family "
-                             f"without per-class running counts; got "
-                             f"{getattr(inner, 'name', type(inner).__name__)!r} (not allowed: "
-                             f"{', '.join(self.UNSUPPORTED)}, joint aux terms)")
+        if not isinstance(inner, _Head):
+            raise ValueError(f"partial_fc needs a class-head member of the softmax family; "
+                             f"got {getattr(inner, 'name', type(inner).__name__)!r} (not "
+                             "allowed: center, range, contrastive, triplet, joint aux terms)")
         self.inner = inner
         self.sample_rate = check_sample_rate(sample_rate)
         self.embedding_size, self.num_classes = inner.embedding_size, inner.num_classes
@@ -143,6 +143,10 @@ class PartialFC(Loss):
         subs = {"weight": inner.weight[rows]}
         if getattr(inner, "bias", None) is not None:
             subs["bias"] = inner.bias[classes]
+        balanced = getattr(inner, "balanced", None)
+        if isinstance(inner, WeightedSoftmax):  # w over all C (counts of the global labels),
+            subs["class_weight"] = inner._class_weight(labels)[classes]  # then cut to S
+            inner.balanced = False  # the call below reads the cut weights as they are
         local = torch.searchsorted(classes, labels)
         full = inner.num_classes
         inner.num_classes = int(classes.numel())
@@ -150,6 +154,8 @@ class PartialFC(Loss):
             return functional_call(inner, subs, (x, local), strict=False)
         finally:
             inner.num_classes = full
+            if balanced is not None:
+                inner.balanced = balanced
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         if not (self.training and torch.is_grad_enabled()):
