@@ -61,7 +61,24 @@ def sample_classes(labels: Tensor, num_classes: int, sample_rate: float,
     return torch.topk(r, k, sorted=False).indices.sort().values
 
 
-class PartialFC(Loss):
+class _WrapsMember(Loss):
+    """A head that wraps a member (``.inner``): its loss parameters and training plan are the
+    member's (PartialFC, and sharded_fc.ShardedPartialFC)."""
+
+    def param_names(self) -> list[str]:
+        return self.inner.param_names()
+
+    def get_params(self) -> dict[str, float]:
+        return self.inner.get_params()
+
+    def set_params(self, **values) -> None:
+        self.inner.set_params(**values)
+
+    def plan_training(self, total_steps: int) -> None:
+        self.inner.plan_training(total_steps)
+
+
+class PartialFC(_WrapsMember):
     """A head member trained on a sampled subset of its classes (module docstring). Built by
     ``losses.build(NAME, ..., partial_fc=0.1)``; ``.inner`` is the member, ``.weight`` its
     full head (C, D)."""
@@ -90,18 +107,6 @@ class PartialFC(Loss):
     @property
     def weight(self) -> Tensor:
         return self.inner.weight
-
-    def param_names(self) -> list[str]:
-        return self.inner.param_names()
-
-    def get_params(self) -> dict[str, float]:
-        return self.inner.get_params()
-
-    def set_params(self, **values) -> None:
-        self.inner.set_params(**values)
-
-    def plan_training(self, total_steps: int) -> None:
-        self.inner.plan_training(total_steps)
 
     def logits(self, embeddings: Tensor) -> Tensor:
         return self.inner.logits(embeddings)

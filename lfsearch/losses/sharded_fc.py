@@ -60,7 +60,8 @@ from lfsearch.losses.am_lfs import AMLFS
 from lfsearch.losses.base import Loss, _Head, _MarginHead, _NormalizedHead
 from lfsearch.losses.fixed_margins import WeightedSoftmax, _Annealed
 from lfsearch.losses.modulated import Modulated
-from lfsearch.losses.partial_fc import PartialFC, check_sample_rate, sample_classes
+from lfsearch.losses.partial_fc import (PartialFC, _WrapsMember, check_sample_rate,
+                                         sample_classes)
 from lfsearch.losses.target_logit import _ReplacedTargetHead
 
 #: Nothing of the softmax family's heads is refused; what is not a class head is.
@@ -94,7 +95,7 @@ def check_member(inner: Loss) -> None:
                          f"must be 'mean' (allowed: mean); got {inner.reduction!r}")
 
 
-class ShardedPartialFC(Loss):
+class ShardedPartialFC(_WrapsMember):
     """A head member sharded by class over the ranks of `group` (module docstring). Built
     from the full member (same initial weights on every rank, e.g. the same seed); keeps
     this rank's rows (and bias entries)."""
@@ -120,18 +121,6 @@ class ShardedPartialFC(Loss):
         self.inner = inner
         self.seed, self.step = int(seed), 0
         self.last_sample: Tensor | None = None
-
-    def param_names(self) -> list[str]:
-        return self.inner.param_names()
-
-    def get_params(self) -> dict[str, float]:
-        return self.inner.get_params()
-
-    def set_params(self, **values) -> None:
-        self.inner.set_params(**values)
-
-    def plan_training(self, total_steps: int) -> None:
-        self.inner.plan_training(total_steps)
 
     def broadcast_params(self, src: int = 0) -> None:
         """Every rank takes rank `src`'s loss parameters (per-epoch values alike everywhere)."""
