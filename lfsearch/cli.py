@@ -388,7 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tune-budget", type=int, metavar="N", help="candidate-epochs per seed for "
                    "--tuned (default: the largest epochs x candidates of the compared searches)")
     p.add_argument("--tune-pruner", default="none",
-                   choices=["none", *study_section.PRUNERS], help="prune --tuned trials on "
+                   choices=list(study_section.PRUNERS), help="prune --tuned trials on "
                    "their validation curve and run trials until they spent the budget "
                    "(default none: floor(budget / (E x M)) full trials)")
     p.add_argument("--force", action="store_true", help="redo every run from scratch")

@@ -53,7 +53,7 @@ def test_with_a_pruner_the_study_runs_until_the_budget_and_keeps_categorical_cho
     spec.out.mkdir(parents=True)
     written = config_mod.load(tuning_mod.write_space(spec))  # read back: every table valid
     assert written["study"]["params"]["s_shape"]["choices"] == ["log_linear", "cosine", "step"]
-    with pytest.raises(ValueError, match="--tune-pruner must be one of none, median"):
+    with pytest.raises(ValueError, match="--tune-pruner must be one of median, successive_halving, hyperband, none"):
         tuning_mod.plan_tuned(["digits"], ["cosface"], [0], tmp_path, {"epochs": 3}, 20,
                               pruner="asha")
 

@@ -141,8 +141,8 @@ def plan_tuned(benchmarks: list[str], spaces: list[str], seeds: list[int], out: 
 
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
         raise ValueError(f"--tune-budget must be an integer >= 1 (candidate-epochs); got {budget!r}")
-    if pruner not in ("none", *study_mod.PRUNERS):
-        raise ValueError(f"--tune-pruner must be one of none, {', '.join(study_mod.PRUNERS)} "
+    if pruner not in study_mod.PRUNERS:
+        raise ValueError(f"--tune-pruner must be one of {', '.join(study_mod.PRUNERS)} "
                          f"(got {pruner!r})")
     specs, seen = [], set()
     for space in spaces:
