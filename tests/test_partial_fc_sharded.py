@@ -45,8 +45,10 @@ def free_port() -> int:
 
 
 def global_batch(step: int):
+    """N rows, then N − 1: the ranks' slices differ in size at the second step (5 and 6)."""
+    n = N - step
     g = torch.Generator().manual_seed(100 + step)
-    return torch.randn(N, D, generator=g, dtype=torch.float64) * 3, torch.randint(0, C, (N,),
+    return torch.randn(n, D, generator=g, dtype=torch.float64) * 3, torch.randint(0, C, (n,),
                                                                                    generator=g)
 
 
@@ -55,7 +57,6 @@ def worker(rank: int, world: int, port: int) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        half = slice(rank * N // world, (rank + 1) * N // world)
         lo, hi = shard_range(C, rank, world)
         for name, params in MEMBERS:
             torch.manual_seed(0)
@@ -64,6 +65,7 @@ def worker(rank: int, world: int, port: int) -> None:
             k = full.weight.shape[0] // C
             for step in range(2):  # statistics (t, norm means, draws) move alike
                 x, y = global_batch(step)
+                half = slice(rank * len(y) // world, (rank + 1) * len(y) // world)
                 xa = x.clone().requires_grad_()
                 want = full(xa, y)
                 want.backward()

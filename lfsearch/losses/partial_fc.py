@@ -61,7 +61,7 @@ def sample_classes(labels: Tensor, num_classes: int, sample_rate: float,
     return torch.topk(r, k, sorted=False).indices.sort().values
 
 
-class _WrapsMember(Loss):
+class WrapsMember(Loss):
     """A head that wraps a member (``.inner``): its loss parameters and training plan are the
     member's (PartialFC, and sharded_fc.ShardedPartialFC)."""
 
@@ -78,7 +78,7 @@ class _WrapsMember(Loss):
         self.inner.plan_training(total_steps)
 
 
-class PartialFC(_WrapsMember):
+class PartialFC(WrapsMember):
     """A head member trained on a sampled subset of its classes (module docstring). Built by
     ``losses.build(NAME, ..., partial_fc=0.1)``; ``.inner`` is the member, ``.weight`` its
     full head (C, D)."""

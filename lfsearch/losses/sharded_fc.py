@@ -60,7 +60,7 @@ from lfsearch.losses.am_lfs import AMLFS
 from lfsearch.losses.base import Loss, _Head, _MarginHead, _NormalizedHead
 from lfsearch.losses.fixed_margins import WeightedSoftmax, _Annealed
 from lfsearch.losses.modulated import Modulated
-from lfsearch.losses.partial_fc import (PartialFC, _WrapsMember, check_sample_rate,
+from lfsearch.losses.partial_fc import (PartialFC, WrapsMember, check_sample_rate,
                                          sample_classes)
 from lfsearch.losses.target_logit import _ReplacedTargetHead
 
@@ -95,7 +95,7 @@ def check_member(inner: Loss) -> None:
                          f"must be 'mean' (allowed: mean); got {inner.reduction!r}")
 
 
-class ShardedPartialFC(_WrapsMember):
+class ShardedPartialFC(WrapsMember):
     """A head member sharded by class over the ranks of `group` (module docstring). Built
     from the full member (same initial weights on every rank, e.g. the same seed); keeps
     this rank's rows (and bias entries)."""
@@ -150,9 +150,7 @@ class ShardedPartialFC(_WrapsMember):
     def forward(self, x_local: Tensor, labels_local: Tensor) -> Tensor:
         inner, update = self.inner, self.training and torch.is_grad_enabled()
         x = torch.cat(collectives.all_gather(x_local, group=self.group))
-        gathered = [torch.empty_like(labels_local) for _ in range(self.world)]
-        dist.all_gather(gathered, labels_local, group=self.group)
-        labels = torch.cat(gathered)
+        labels = torch.cat(collectives.all_gather(labels_local, group=self.group))
         n = labels.shape[0]
         own = (labels >= self.lo) & (labels < self.hi)
         g = torch.Generator().manual_seed(

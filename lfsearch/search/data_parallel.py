@@ -43,33 +43,25 @@ import torch.distributed as dist
 
 from lfsearch import data
 from lfsearch.losses.base import Loss
-from lfsearch.losses.partial_fc import PartialFC
+from lfsearch.losses.partial_fc import PartialFC, WrapsMember
 from lfsearch.losses.sharded_fc import ShardedPartialFC
 from lfsearch.search import candidate as candidate_mod
 from lfsearch.search.candidate import CandidateResult, Trainee, Validation
 
 
-class ReplicatedHead(Loss):
-    """The whole loss on every rank, returning this rank's share of the global-batch mean:
-    its value is L = Σ_r (n_r/n)·L_r (all-reduced), its gradient that of (n_r/n)·L_r."""
+class ReplicatedHead(WrapsMember):
+    """The whole loss (``.inner``) on every rank, returning this rank's share of the
+    global-batch mean: its value is L = Σ_r (n_r/n)·L_r (all-reduced), its gradient that of
+    (n_r/n)·L_r."""
 
     name = "replicated"
 
     def __init__(self, head: Loss) -> None:
         super().__init__()
-        self.head = head
-
-    def param_names(self) -> list[str]:
-        return self.head.param_names()
-
-    def get_params(self) -> dict[str, float]:
-        return self.head.get_params()
-
-    def set_params(self, **values) -> None:
-        self.head.set_params(**values)
+        self.inner = head
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        local = self.head(x, labels)
+        local = self.inner(x, labels)
         n_r = torch.tensor(float(labels.shape[0]), dtype=local.dtype, device=local.device)
         sums = torch.stack([local.detach() * n_r, n_r])
         dist.all_reduce(sums)
@@ -130,7 +122,7 @@ class DataParallelTrainee(Trainee):
                     if isinstance(value, torch.Tensor) and value.dim() >= 1:
                         moments[key] = self.loss.local_rows(value, per_class).clone()
         else:
-            self.loss.head.load_state_dict(state["loss"])
+            self.loss.inner.load_state_dict(state["loss"])
         self.optimizer.load_state_dict(optimizer)
 
     def state(self) -> dict[str, Any]:
@@ -148,7 +140,7 @@ class DataParallelTrainee(Trainee):
                     if isinstance(value, torch.Tensor) and value.dim() >= 1:
                         moments[key] = self.loss.gather_rows(value, per_class)
         else:
-            loss = self.loss.head.state_dict()
+            loss = self.loss.inner.state_dict()
         return copy.deepcopy({"model": self.model.state_dict(), "loss": loss,
                               "optimizer": optimizer})
 
