@@ -208,11 +208,7 @@ def member_runs(tmp_path_factory) -> dict[str, Path]:
         "import torch.distributed as dist\nfrom lfsearch.cli import main\n"
         "dist.init_process_group('gloo')\n"
         f"codes = [main(argv) for argv in {calls!r}]\n"
-        "dist.destroy_process_group()\n"
-        # os._exit: the searches are done and their files written; once (CI, under load) a
-        # rank aborted in the interpreter's teardown of 22 searches' stores, which is not
-        # what this test checks
-        "import os, sys\nsys.stdout.flush(); sys.stderr.flush()\nos._exit(max(codes))\n")
+        "dist.destroy_process_group()\nraise SystemExit(max(codes))\n")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2",
            "--master-addr=127.0.0.1", f"--master-port={free_port()}", str(script)]
     proc = subprocess.run(cmd, check=False, env=env(PYTHONPATH=str(REPO)),
